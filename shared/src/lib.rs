@@ -1,0 +1,17 @@
+//! Library of the KYC webhook relay.
+//!
+//! The domain modules (providers, verification, envelope, intake, idempotency, sessions, destinations,
+//! retry policies, delivery) know nothing about AWS; they talk to ports (small traits). The `aws`
+//! module holds the adapters (SQS, DynamoDB, SSM, API Gateway) and is the only place AWS types appear.
+//! The Lambda `main.rs` files only wire the two together.
+
+pub mod aws;
+pub mod clock;
+pub mod config;
+pub mod envelope;
+pub mod http_client;
+pub mod intake;
+pub mod provider;
+pub mod queue;
+pub mod telemetry;
+pub mod verification;
