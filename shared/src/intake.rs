@@ -121,10 +121,7 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     Some(raw.split(';').next()?.trim().to_ascii_lowercase())
 }
 
-fn header_str<'a>(
-    headers: &'a HeaderMap,
-    name: impl http::header::AsHeaderName,
-) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -1,1 +1,186 @@
+//! Test harness: the local AWS emulator (moto, started by `scripts/test.sh`), the sample events, the
+//! local configuration, and real HTTP peers on 127.0.0.1.
 
+pub mod peer;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use kyc_relay::config::Env;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository")
+        .to_path_buf()
+}
+
+fn parse_env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let l = l.strip_prefix("export ").unwrap_or(l);
+            let (k, v) = l.split_once('=')?;
+            Some((
+                k.trim().to_string(),
+                v.trim().trim_matches(['\'', '"']).to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// `config/local.env`: the TEST configuration shared by the local run and the tests.
+pub fn local_env() -> Env {
+    let text =
+        std::fs::read_to_string(repo_root().join("config/local.env")).expect("config/local.env");
+    Env::from_pairs(parse_env_file(&text))
+}
+
+/// A sample API Gateway event from `events/`, as lambda_http builds it from the raw payload.
+pub fn apigw_event(relative: &str) -> lambda_http::Request {
+    let text = std::fs::read_to_string(repo_root().join("events").join(relative))
+        .unwrap_or_else(|e| panic!("events/{relative}: {e}"));
+    lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("events/{relative}: {e}"))
+}
+
+pub fn read_json(relative: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(repo_root().join(relative)).expect(relative);
+    serde_json::from_str(&text).expect(relative)
+}
+
+/// Polls `check` until it returns `Some`, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Queues and tables of template.yaml, created under a fresh stack name in the emulator so tests
+/// running in parallel never share a resource.
+pub struct LocalAws {
+    pub sdk: aws_config::SdkConfig,
+    pub sqs: aws_sdk_sqs::Client,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub resources: HashMap<String, String>,
+    pub stack: String,
+}
+
+impl LocalAws {
+    pub async fn provision() -> Self {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| {
+            panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test.sh, which starts the emulator")
+        });
+        let stack = format!("t{:08x}", fastrand::u32(..));
+        let env_file = std::env::temp_dir().join(format!("kyc-relay-{stack}.env"));
+        let root = repo_root();
+        let out = tokio::process::Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("scripts/local_aws.py"))
+            .args([
+                "create",
+                "--endpoint",
+                &endpoint,
+                "--stack-name",
+                &stack,
+                "--env-file",
+            ])
+            .arg(&env_file)
+            .output()
+            .await
+            .expect("run scripts/local_aws.py (is .venv bootstrapped?)");
+        assert!(
+            out.status.success(),
+            "local_aws.py create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let resources: HashMap<String, String> =
+            parse_env_file(&std::fs::read_to_string(&env_file).expect("env file"))
+                .into_iter()
+                .collect();
+        let _ = std::fs::remove_file(env_file);
+        let sdk = aws_config::load_from_env().await;
+        Self {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            ddb: aws_sdk_dynamodb::Client::new(&sdk),
+            sdk,
+            resources,
+            stack,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.resources.get(key).unwrap_or_else(|| {
+            panic!(
+                "{key} not among the provisioned resources: {:?}",
+                self.resources
+            )
+        })
+    }
+
+    /// `config/local.env` with this stack's queue URLs and table names.
+    pub fn env(&self) -> Env {
+        let mut env = local_env();
+        for (k, v) in &self.resources {
+            env.set(k.clone(), v.clone());
+        }
+        env
+    }
+
+    /// Receives and deletes every message currently visible on the queue.
+    pub async fn drain(&self, queue_url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        let mut all = Vec::new();
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+                .send()
+                .await
+                .expect("receive");
+            let batch = out.messages.unwrap_or_default();
+            if batch.is_empty() {
+                return all;
+            }
+            for m in &batch {
+                self.sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+            all.extend(batch);
+        }
+    }
+
+    /// Visible + in flight + delayed messages.
+    pub async fn depth(&self, queue_url: &str) -> usize {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .expect("attributes");
+        out.attributes()
+            .map(|a| a.values().map(|v| v.parse::<usize>().unwrap_or(0)).sum())
+            .unwrap_or(0)
+    }
+}

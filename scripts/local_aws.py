@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""Local AWS for the relay: a moto server with the SQS queues and DynamoDB tables of template.yaml.
+
+The queues and tables are read from template.yaml (AWS::SQS::Queue and AWS::DynamoDB::Table
+resources), so the local set-up cannot drift from the deployed one. Each resource is exported under
+an environment variable named after its logical ID: IngestQueue -> INGEST_QUEUE_URL,
+IngestDLQ -> INGEST_DLQ_URL, EventsTable -> EVENTS_TABLE.
+
+  up      start moto_server on a free port, create the resources, print `export` lines;
+          stay in the foreground until SIGINT/SIGTERM (then stop moto), or --detach.
+          With --endpoint URL: use that running emulator instead of starting one.
+  create  create the resources in a running emulator (--endpoint; idempotent; --reset first wipes it)
+  down    stop a moto started with `up --detach` (reads --pid-file)
+
+Run with the project venv: .venv/bin/python scripts/local_aws.py up --env-file .local/aws.env
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import boto3
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "eu-central-1"
+ACCOUNT_ID = "123456789012"  # moto's default account
+CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+
+
+def log(msg: str) -> None:
+    print(f"local_aws: {msg}", file=sys.stderr, flush=True)
+
+
+# --- template --------------------------------------------------------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns CloudFormation short tags (!Sub, !Ref, !GetAtt, ...) into long form."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+class Template:
+    def __init__(self, path: Path, stack_name: str, region: str):
+        self.doc = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
+        self.resources: dict = self.doc.get("Resources", {})
+        self.params = {k: v.get("Default") for k, v in self.doc.get("Parameters", {}).items()}
+        self.pseudo = {
+            "AWS::StackName": stack_name,
+            "AWS::Region": region,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        self.attrs: dict[str, dict[str, str]] = {}  # logical id -> attributes of created resources
+
+    def of_type(self, cfn_type: str) -> dict:
+        return {k: v.get("Properties", {}) for k, v in self.resources.items() if v.get("Type") == cfn_type}
+
+    def _ref(self, name: str) -> str:
+        if name in self.pseudo:
+            return self.pseudo[name]
+        if name in self.params:
+            return str(self.params[name])
+        if name in self.attrs:
+            return self.attrs[name]["Ref"]
+        raise KeyError(f"cannot resolve Ref {name!r} (not created yet?)")
+
+    def resolve(self, value):
+        """Evaluates the few intrinsics the queue and table properties use."""
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return self._ref(arg)
+            if key == "Fn::GetAtt":
+                return self.attrs[arg[0]][arg[1]]
+            if key == "Fn::Sub":
+                text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
+
+                def sub(m: re.Match) -> str:
+                    name = m.group(1)
+                    if name in extra:
+                        return str(extra[name])
+                    if "." in name and not name.startswith("AWS::"):
+                        return str(self.attrs[name.split(".")[0]][name.split(".", 1)[1]])
+                    return self._ref(name)
+
+                return re.sub(r"\$\{([^}!]+)\}", sub, text).replace("${!", "${")
+            if key == "Fn::Join":
+                return arg[0].join(str(v) for v in self.resolve(arg[1]))
+            if key.startswith("Fn::"):
+                raise ValueError(f"unsupported intrinsic {key} in a queue/table property")
+        return {k: self.resolve(v) for k, v in value.items()}
+
+
+def snake(logical_id: str) -> str:
+    """IngestDLQ -> INGEST_DLQ, EventsTable -> EVENTS_TABLE."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", logical_id).upper()
+
+
+# --- resources -------------------------------------------------------------------------------------
+
+
+def _attr_str(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def create_queues(tpl: Template, sqs) -> dict[str, str]:
+    """Two passes: every queue first, then the attributes (a RedrivePolicy needs its DLQ's ARN)."""
+    queues = tpl.of_type("AWS::SQS::Queue")
+    env = {}
+    for lid, props in queues.items():
+        name = tpl.resolve(props["QueueName"])
+        create_attrs = {}
+        if props.get("FifoQueue"):  # can only be set at creation
+            create_attrs["FifoQueue"] = "true"
+        url = sqs.create_queue(QueueName=name, Attributes=create_attrs)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        tpl.attrs[lid] = {"Ref": url, "QueueUrl": url, "Arn": arn, "QueueName": name}
+        env[f"{snake(lid)}_URL"] = url
+    for lid, props in queues.items():
+        attrs = {
+            k: _attr_str(tpl.resolve(v))
+            for k, v in props.items()
+            if k not in ("QueueName", "FifoQueue", "Tags")
+        }
+        # Setting every declared attribute (rather than passing them to CreateQueue) keeps a re-run
+        # idempotent and converges a queue that an older template created differently.
+        if attrs:
+            sqs.set_queue_attributes(QueueUrl=tpl.attrs[lid]["QueueUrl"], Attributes=attrs)
+        log(f"queue {tpl.attrs[lid]['QueueName']}: {attrs}")
+    return env
+
+
+# Table properties with the same shape in CloudFormation and in the CreateTable API.
+_TABLE_PASSTHROUGH = ("KeySchema", "AttributeDefinitions", "BillingMode", "ProvisionedThroughput",
+                      "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
+
+
+def create_tables(tpl: Template, ddb) -> dict[str, str]:
+    env = {}
+    for lid, props in tpl.of_type("AWS::DynamoDB::Table").items():
+        name = tpl.resolve(props["TableName"])
+        spec = {k: tpl.resolve(props[k]) for k in _TABLE_PASSTHROUGH if k in props}
+        try:
+            ddb.create_table(TableName=name, **spec)
+            ddb.get_waiter("table_exists").wait(TableName=name)
+        except ddb.exceptions.ResourceInUseException:
+            have = ddb.describe_table(TableName=name)["Table"]["KeySchema"]
+            if have != spec["KeySchema"]:
+                sys.exit(f"table {name} exists with key {have}, template says {spec['KeySchema']}; use --reset")
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl and tpl.resolve(ttl.get("Enabled")) in (True, "true"):
+            current = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+            if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                ddb.update_time_to_live(
+                    TableName=name,
+                    TimeToLiveSpecification={"AttributeName": tpl.resolve(ttl["AttributeName"]), "Enabled": True},
+                )
+        pitr = props.get("PointInTimeRecoverySpecification", {})
+        if tpl.resolve(pitr.get("PointInTimeRecoveryEnabled")) in (True, "true"):
+            ddb.update_continuous_backups(
+                TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+            )
+        # Not mirrored: SSE (no meaning locally) and DeletionProtectionEnabled (would block tests
+        # that drop tables; /moto-api/reset ignores it anyway).
+        tpl.attrs[lid] = {"Ref": name, "Arn": f"arn:aws:dynamodb:{tpl.pseudo['AWS::Region']}:{ACCOUNT_ID}:table/{name}"}
+        env[snake(lid)] = name
+        log(f"table {name}: {spec['KeySchema']}, ttl={ttl and ttl.get('AttributeName')}")
+    return env
+
+
+def provision(endpoint: str, args) -> dict[str, str]:
+    tpl = Template(Path(args.template), args.stack_name, args.region)
+    session = boto3.session.Session(region_name=args.region, **CREDENTIALS)
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": args.region,
+        "AWS_DEFAULT_REGION": args.region,
+        "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+    }
+    env |= create_queues(tpl, session.client("sqs", endpoint_url=endpoint))
+    env |= create_tables(tpl, session.client("dynamodb", endpoint_url=endpoint))
+    return env
+
+
+# --- emulator --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(endpoint: str, proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            sys.exit(f"moto_server exited with {proc.returncode} before answering (see its log)")
+        if time.monotonic() > deadline:
+            sys.exit(f"no answer from {endpoint} within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def reset(endpoint: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+    log(f"reset {endpoint}")
+
+
+def start_moto(log_file: Path) -> tuple[subprocess.Popen, str]:
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.exists():
+        sys.exit(f"{exe} not found: run scripts/bootstrap.sh dev and use .venv/bin/python")
+    port = free_port()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        # Own session: a Ctrl-C in the terminal reaches only us, and we stop moto ourselves.
+        proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    log(f"moto_server pid {proc.pid} at {endpoint} (log: {log_file})")
+    return proc, endpoint
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log(f"moto_server pid {proc.pid} stopped")
+
+
+def emit(env: dict[str, str], env_file: str | None) -> None:
+    text = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if env_file:
+        Path(env_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(env_file).write_text(text)
+        log(f"wrote {env_file}")
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+def cmd_up(args) -> int:
+    if args.endpoint:  # attach: nothing of ours to keep running
+        wait_ready(args.endpoint, None)
+        if args.reset:
+            reset(args.endpoint)
+        emit(provision(args.endpoint, args), args.env_file)
+        return 0
+    proc, endpoint = start_moto(Path(args.log_file))
+    try:
+        wait_ready(endpoint, proc)
+        emit(provision(endpoint, args), args.env_file)
+    except BaseException:
+        stop(proc)
+        raise
+    if args.detach:
+        Path(args.pid_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.pid_file).write_text(f"{proc.pid}\n")
+        log(f"detached; stop it with: {Path(sys.argv[0]).name} down --pid-file {args.pid_file}")
+        return 0
+
+    stopping = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    log("running; Ctrl-C (or SIGTERM) stops moto")
+    while not stopping and proc.poll() is None:
+        time.sleep(0.2)
+    if proc.poll() is not None and not stopping:
+        log(f"moto_server exited unexpectedly with {proc.returncode}")
+        return 1
+    stop(proc)
+    return 0
+
+
+def cmd_create(args) -> int:
+    wait_ready(args.endpoint, None, timeout=5)
+    if args.reset:
+        reset(args.endpoint)
+    emit(provision(args.endpoint, args), args.env_file)
+    return 0
+
+
+def cmd_down(args) -> int:
+    pid_file = Path(args.pid_file)
+    if not pid_file.exists():
+        log(f"{pid_file} not found: nothing to stop")
+        return 0
+    pid = int(pid_file.read_text().strip())
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists() and b"moto_server" not in cmdline.read_bytes():
+        sys.exit(f"pid {pid} is not a moto_server (stale {pid_file}?); not killing it")
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)  # raises once it is gone
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    pid_file.unlink()
+    log(f"moto_server pid {pid} stopped")
+    return 0
+
+
+def main() -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--template", default=str(ROOT / "template.yaml"))
+    common.add_argument("--stack-name", default="kyc-relay", help="value of ${AWS::StackName} (default kyc-relay)")
+    common.add_argument("--region", default=REGION)
+    common.add_argument("--env-file", help="also write the export lines to this file")
+    common.add_argument("--reset", action="store_true", help="POST /moto-api/reset before creating")
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", parents=[common], help="start moto (or attach) and create the resources")
+    up.add_argument("--endpoint", help="attach to this running emulator instead of starting one")
+    up.add_argument("--detach", action="store_true", help="leave moto running, write its pid to --pid-file")
+    up.add_argument("--pid-file", default=str(ROOT / ".local" / "moto.pid"))
+    up.add_argument("--log-file", default=str(ROOT / ".local" / "moto.log"))
+    up.set_defaults(func=cmd_up)
+    create = sub.add_parser("create", parents=[common], help="create the resources in a running emulator")
+    create.add_argument("--endpoint", required=True)
+    create.set_defaults(func=cmd_create)
+    down = sub.add_parser("down", help="stop a moto started with up --detach")
+    down.add_argument("--pid-file", default=str(ROOT / ".local" / "moto.pid"))
+    down.set_defaults(func=cmd_down)
+
+    args = parser.parse_args()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+//! The real receiver handler against the emulator's SQS, with the JWKS served over HTTP on
+//! 127.0.0.1: every sample under events/receiver/ gets the status its manifest names, accepted ones
+//! land on the ingest queue exactly as received, refused ones leave nothing behind.
+
+use integration_tests::peer::{Answer, Peer};
+use integration_tests::{LocalAws, apigw_event, read_json, repo_root};
+use kyc_relay::aws::{apigw, sqs::SqsIngestQueue};
+use kyc_relay::clock::{ManualClock, SystemClock};
+use kyc_relay::config::Env;
+use kyc_relay::envelope::Envelope;
+use kyc_relay::intake::Intake;
+use kyc_relay::verification::Check;
+use lambda_http::Body;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn jwks_peer() -> Peer {
+    let jwks = std::fs::read_to_string(repo_root().join("events/keys/jwks.json")).unwrap();
+    Peer::start(Answer::json(200, jwks)).await
+}
+
+fn intake(
+    env: &Env,
+    aws: &LocalAws,
+    clock: Arc<dyn kyc_relay::clock::Clock>,
+) -> Intake<SqsIngestQueue> {
+    let http =
+        kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(4)).unwrap();
+    let queue = SqsIngestQueue::new(&aws.sdk, env.require("INGEST_QUEUE_URL").unwrap());
+    Intake::from_env(env, queue, http, clock).expect("valid test configuration")
+}
+
+fn body_text(body: &Body) -> String {
+    match body {
+        Body::Text(t) => t.clone(),
+        Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    }
+}
+
+fn request_body(event: &serde_json::Value) -> String {
+    let body = event["body"].as_str().unwrap_or_default();
+    if event["isBase64Encoded"].as_bool().unwrap_or(false) {
+        use base64::Engine;
+        String::from_utf8_lossy(
+            &base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .unwrap(),
+        )
+        .into_owned()
+    } else {
+        body.to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_event_gets_its_documented_answer_and_only_accepted_ones_are_enqueued() {
+    let aws = LocalAws::provision().await;
+    let jwks = jwks_peer().await;
+    let mut env = aws.env();
+    env.set("IDNOW_JWKS_URL", jwks.url("/jwks.json"));
+    let intake = intake(&env, &aws, Arc::new(SystemClock));
+    let queue_url = aws.get("INGEST_QUEUE_URL").to_string();
+
+    let manifest = read_json("events/receiver/manifest.json");
+    let manifest = manifest.as_object().unwrap();
+    let mut on_disk: Vec<String> = std::fs::read_dir(repo_root().join("events/receiver"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "manifest.json")
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = manifest.keys().cloned().collect();
+    listed.sort();
+    assert_eq!(
+        on_disk, listed,
+        "every file under events/receiver is listed in its manifest"
+    );
+
+    let mut failures = Vec::new();
+    for (file, expected) in manifest {
+        let want = expected["status"].as_u64().unwrap() as u16;
+        let raw = read_json(&format!("events/receiver/{file}"));
+        let response = apigw::handle(&intake, apigw_event(&format!("receiver/{file}"))).await;
+        let status = response.status().as_u16();
+        let body = body_text(response.body());
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        if status != want {
+            failures.push(format!("{file}: expected {want}, got {status} {body}"));
+            continue;
+        }
+        assert_eq!(
+            content_type.as_deref(),
+            Some("application/json"),
+            "{file}: JSON answer"
+        );
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+        let messages = aws.drain(&queue_url).await;
+        let is_webhook = raw["rawPath"].as_str().unwrap().starts_with("/webhooks/");
+        if status == 200 && is_webhook {
+            assert_eq!(json, serde_json::json!({"success": true}), "{file}");
+            assert_eq!(
+                messages.len(),
+                1,
+                "{file}: one message per accepted webhook"
+            );
+            let m = &messages[0];
+            let envelope: Envelope = serde_json::from_str(m.body().unwrap()).expect("envelope");
+            assert_eq!(
+                envelope.raw_body,
+                request_body(&raw),
+                "{file}: raw body kept byte for byte"
+            );
+            let attrs = m.message_attributes().unwrap();
+            assert_eq!(
+                attrs["event_id"].string_value(),
+                Some(envelope.event_id.as_str())
+            );
+            assert_eq!(
+                attrs["provider"].string_value(),
+                Some(envelope.provider.as_str())
+            );
+            assert_eq!(
+                attrs["event_type"].string_value(),
+                Some(envelope.event_type.as_str())
+            );
+            assert!(!envelope.verified_by.is_empty());
+        } else {
+            assert!(
+                messages.is_empty(),
+                "{file}: nothing enqueued for a refused request"
+            );
+            if status != 200 {
+                assert!(json.get("error").is_some(), "{file}: error named in {body}");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_carry_the_parsed_event_and_how_it_was_verified() {
+    let aws = LocalAws::provision().await;
+    let jwks = jwks_peer().await;
+    let mut env = aws.env();
+    env.set("IDNOW_JWKS_URL", jwks.url("/jwks.json"));
+    let intake = intake(&env, &aws, Arc::new(SystemClock));
+    let queue = aws.get("INGEST_QUEUE_URL").to_string();
+
+    let r = apigw::handle(
+        &intake,
+        apigw_event("receiver/incode-onboarding-status.json"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = apigw::handle(&intake, apigw_event("receiver/idnow-jwt-body-rs256.json")).await;
+    assert_eq!(r.status(), 200);
+    let msgs = aws.drain(&queue).await;
+    let envs: Vec<Envelope> = msgs
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect();
+    let incode = envs
+        .iter()
+        .find(|e| e.provider.as_str() == "incode")
+        .unwrap();
+    assert_eq!(incode.event_type, "onboarding_status");
+    assert_eq!(
+        incode.session_id.as_deref(),
+        Some("6571d4f2e0a1b2c3d4e5f601")
+    );
+    assert_eq!(incode.status.as_deref(), Some("ONBOARDING_FINISHED"));
+    assert_eq!(
+        incode.verified_by,
+        vec![Check::SourceIp, Check::SharedHeader, Check::BearerToken]
+    );
+    let idnow = envs
+        .iter()
+        .find(|e| e.provider.as_str() == "idnow")
+        .unwrap();
+    assert_eq!(idnow.event_id, "5b0f1c8e-6d2a-4f3e-9a51-0c1d2e3f4a5b");
+    assert_eq!(idnow.event_type, "session.completed");
+    assert_eq!(idnow.status.as_deref(), Some("COMPLETED"));
+    assert_eq!(idnow.content_type, "application/jwt");
+    assert_eq!(idnow.event["payload"]["sessionId"], "sess-7f3a");
+    assert_eq!(idnow.verified_by, vec![Check::SourceIp, Check::JwtRs256]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_incode_webhook_gets_the_same_event_id() {
+    let aws = LocalAws::provision().await;
+    let env = aws.env();
+    let mut env = env;
+    env.set("IDNOW_ENABLED", "false");
+    let intake = intake(&env, &aws, Arc::new(SystemClock));
+    for _ in 0..2 {
+        let r = apigw::handle(
+            &intake,
+            apigw_event("receiver/incode-onboarding-status.json"),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let msgs = aws.drain(aws.get("INGEST_QUEUE_URL")).await;
+    assert_eq!(
+        msgs.len(),
+        2,
+        "the receiver acknowledges and enqueues duplicates; the consumer dedups"
+    );
+    let ids: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<Envelope>(m.body().unwrap())
+                .unwrap()
+                .event_id
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_queue_is_a_503_and_nothing_is_acknowledged() {
+    let aws = LocalAws::provision().await;
+    let mut env = aws.env();
+    env.set("IDNOW_ENABLED", "false");
+    env.set(
+        "INGEST_QUEUE_URL",
+        format!("{}-missing", aws.get("INGEST_QUEUE_URL")),
+    );
+    let intake = intake(&env, &aws, Arc::new(SystemClock));
+    let r = apigw::handle(
+        &intake,
+        apigw_event("receiver/incode-onboarding-status.json"),
+    )
+    .await;
+    assert_eq!(r.status(), 503);
+    assert!(body_text(r.body()).contains("unavailable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_is_cached_refreshed_on_unknown_kid_at_most_once_a_minute_and_outages_are_503() {
+    let aws = LocalAws::provision().await;
+    let jwks = jwks_peer().await;
+    let mut env = aws.env();
+    env.set("IDNOW_JWKS_URL", jwks.url("/jwks.json"));
+    let clock = ManualClock::at_ms(1_795_000_000_000);
+    let intake = intake(&env, &aws, Arc::new(clock.clone()));
+    let send = |file: &'static str| {
+        let intake = &intake;
+        async move {
+            apigw::handle(intake, apigw_event(file))
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+
+    assert_eq!(send("receiver/idnow-jwt-body-rs256.json").await, 200);
+    assert_eq!(send("receiver/idnow-jwt-body-rs256.json").await, 200);
+    assert_eq!(jwks.hits(), 1, "keys are cached");
+
+    // Fetched a moment ago: an unknown kid does not trigger another fetch yet.
+    assert_eq!(send("receiver/hostile-idnow-unknown-kid.json").await, 401);
+    assert_eq!(jwks.hits(), 1, "refreshes are rate-limited");
+    clock.advance_ms(61_000);
+    assert_eq!(send("receiver/hostile-idnow-unknown-kid.json").await, 401);
+    assert_eq!(
+        jwks.hits(),
+        2,
+        "an unknown kid triggers a refresh once the minimum interval passed"
+    );
+    assert_eq!(send("receiver/hostile-idnow-unknown-kid.json").await, 401);
+    assert_eq!(send("receiver/hostile-idnow-unknown-kid.json").await, 401);
+    assert_eq!(
+        jwks.hits(),
+        2,
+        "a flood of unknown kids causes no flood of fetches"
+    );
+
+    // IDnow rotates its keys: the token signed with the new key is accepted after the next refresh.
+    let rotated =
+        std::fs::read_to_string(repo_root().join("events/keys/rotated-jwks.json")).unwrap();
+    jwks.set_default(Answer::json(200, rotated));
+    clock.advance_ms(61_000);
+    assert_eq!(send("receiver/hostile-idnow-unknown-kid.json").await, 200);
+    assert_eq!(jwks.hits(), 3);
+
+    // The JWKS host fails: cached keys keep working, unknown kids stay refused.
+    jwks.set_default(Answer::status(500));
+    clock.advance_ms(61_000);
+    assert_eq!(send("receiver/idnow-jwt-body-rs256.json").await, 200);
+    assert_eq!(send("receiver/hostile-idnow-alg-none.json").await, 401);
+
+    // A receiver that never fetched the keys cannot verify while the host is down: 503, retry later.
+    let fresh = intake_with_clock(&env, &aws, clock.clone());
+    let r = apigw::handle(&fresh, apigw_event("receiver/idnow-jwt-body-rs256.json")).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        aws.drain(aws.get("INGEST_QUEUE_URL")).await.len(),
+        4,
+        "only the four accepted events"
+    );
+}
+
+fn intake_with_clock(env: &Env, aws: &LocalAws, clock: ManualClock) -> Intake<SqsIngestQueue> {
+    intake(env, aws, Arc::new(clock))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_the_token_endpoint_authenticates_a_webhook() {
+    let aws = LocalAws::provision().await;
+    let mut env = aws.env();
+    env.set("IDNOW_ENABLED", "false");
+    let intake = intake(&env, &aws, Arc::new(SystemClock));
+    let r = apigw::handle(&intake, apigw_event("receiver/oauth-token-basic.json")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let token: serde_json::Value = serde_json::from_str(&body_text(r.body())).unwrap();
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["expires_in"], 3600);
+    let access = token["access_token"].as_str().unwrap();
+
+    let mut raw = read_json("events/receiver/incode-onboarding-status.json");
+    raw["headers"]["authorization"] = format!("Bearer {access}").into();
+    let req = lambda_http::request::from_str(&raw.to_string()).unwrap();
+    assert_eq!(apigw::handle(&intake, req).await.status(), 200);
+
+    raw["headers"]["authorization"] = format!("Bearer {}x", access).into();
+    let req = lambda_http::request::from_str(&raw.to_string()).unwrap();
+    assert_eq!(apigw::handle(&intake, req).await.status(), 401);
+    assert_eq!(aws.drain(aws.get("INGEST_QUEUE_URL")).await.len(), 1);
+}
