@@ -8,10 +8,16 @@
 pub mod aws;
 pub mod clock;
 pub mod config;
+pub mod delivery;
+pub mod destination;
 pub mod envelope;
 pub mod http_client;
+pub mod idempotency;
 pub mod intake;
+pub mod processing;
 pub mod provider;
 pub mod queue;
+pub mod retry;
+pub mod signing;
 pub mod telemetry;
 pub mod verification;

@@ -18,3 +18,53 @@ pub fn init() {
         .without_time() // CloudWatch timestamps every line already.
         .try_init();
 }
+
+/// Per-invocation counters, emitted once as a CloudWatch Embedded Metric Format line (one log line
+/// per batch, not per event: metrics without PutMetricData calls).
+#[derive(Default)]
+pub struct Counters(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
+
+pub const METRICS_NAMESPACE: &str = "KycWebhookRelay";
+
+impl Counters {
+    pub fn add(&self, name: &'static str, n: u64) {
+        if n > 0
+            && let Ok(mut m) = self.0.lock()
+        {
+            *m.entry(name).or_default() += n;
+        }
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        self.0
+            .lock()
+            .map(|m| m.get(name).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub fn emit(&self, function: &str) {
+        let Ok(m) = self.0.lock() else { return };
+        if m.is_empty() {
+            return;
+        }
+        let metrics: Vec<serde_json::Value> = m
+            .keys()
+            .map(|k| serde_json::json!({"Name": k, "Unit": "Count"}))
+            .collect();
+        let mut line = serde_json::json!({
+            "_aws": {
+                "Timestamp": crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+                "CloudWatchMetrics": [{
+                    "Namespace": METRICS_NAMESPACE,
+                    "Dimensions": [["Function"]],
+                    "Metrics": metrics,
+                }]
+            },
+            "Function": function,
+        });
+        for (k, v) in m.iter() {
+            line[*k] = (*v).into();
+        }
+        println!("{line}");
+    }
+}

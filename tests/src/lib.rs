@@ -184,3 +184,83 @@ impl LocalAws {
             .unwrap_or(0)
     }
 }
+
+/// An IDnow envelope as the receiver would build it.
+pub fn idnow_envelope(
+    event_id: &str,
+    event_name: &str,
+    session_id: &str,
+    status: &str,
+    sequence: u64,
+) -> kyc_relay::envelope::Envelope {
+    let event = serde_json::json!({
+        "eventId": event_id, "eventDeliverId": format!("d-{event_id}"), "eventVersion": "1.0",
+        "eventName": event_name, "eventSequence": sequence, "createdAt": "2026-11-18T08:53:20Z",
+        "environment": "test", "payload": {"flowId": "flow-1", "sessionId": session_id, "sessionStatus": status}
+    });
+    let parsed = kyc_relay::provider::idnow::parse(&event).expect("valid IDnow event");
+    let raw = event.to_string();
+    kyc_relay::envelope::Envelope::new(
+        parsed,
+        kyc_relay::envelope::Received {
+            provider: kyc_relay::provider::Provider::Idnow,
+            received_at_ms: 1_795_000_000_000,
+            verified_by: vec![kyc_relay::verification::Check::JwtRs256],
+            type_hint: None,
+            request_id: None,
+            content_type: "application/json",
+            raw_body: &raw,
+        },
+    )
+}
+
+/// An Incode onboarding-status envelope as the receiver would build it.
+pub fn incode_envelope(interview_id: &str, status: &str) -> kyc_relay::envelope::Envelope {
+    let body = serde_json::json!({"interviewId": interview_id, "onboardingStatus": status});
+    let parsed =
+        kyc_relay::provider::incode::parse(&body, kyc_relay::provider::incode::TypeHint::None)
+            .expect("valid Incode webhook");
+    let raw = body.to_string();
+    kyc_relay::envelope::Envelope::new(
+        parsed,
+        kyc_relay::envelope::Received {
+            provider: kyc_relay::provider::Provider::Incode,
+            received_at_ms: 1_795_000_000_000,
+            verified_by: vec![kyc_relay::verification::Check::SourceIp],
+            type_hint: None,
+            request_id: None,
+            content_type: "application/json",
+            raw_body: &raw,
+        },
+    )
+}
+
+pub fn record(
+    message_id: &str,
+    envelope: &kyc_relay::envelope::Envelope,
+) -> kyc_relay::processing::IngestRecord {
+    kyc_relay::processing::IngestRecord {
+        message_id: message_id.to_string(),
+        body: serde_json::to_string(envelope).unwrap(),
+    }
+}
+
+/// Reads one item of a table by its `pk`.
+pub async fn item(
+    aws: &LocalAws,
+    table: &str,
+    pk: &str,
+) -> Option<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    aws.ddb
+        .get_item()
+        .table_name(table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(pk.to_string()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get_item")
+        .item
+}

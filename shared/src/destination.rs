@@ -1,0 +1,467 @@
+//! Destinations: the internal services each event is relayed to, from one JSON document validated
+//! at cold start (`DESTINATIONS_CONFIG` inline, `DESTINATIONS_CONFIG_FILE`, or
+//! `DESTINATIONS_CONFIG_SSM` naming an SSM parameter). Example:
+//!
+//! ```json
+//! {"destinations": [{
+//!   "id": "crm",
+//!   "url": "https://crm.internal.example/kyc-events",
+//!   "providers": ["incode", "idnow"],
+//!   "event_types": ["onboarding_status", "session.completed"],
+//!   "retry_policy": "incode",
+//!   "body": "envelope",
+//!   "headers": {"X-Team": "kyc"},
+//!   "auth": {"type": "standard_webhooks", "secret_ssm": "/kyc-relay/destinations/crm/signing-secret"}
+//! }]}
+//! ```
+//!
+//! Secrets are named by SSM parameter (`*_ssm`) in AWS; plain values (`secret`, `client_secret`) are
+//! for local use. A document that does not validate stops the function with the offending field.
+
+use crate::config::{ConfigError, Env, SecretSource, validate_outbound_url};
+use crate::envelope::Envelope;
+use crate::provider::Provider;
+use crate::retry::{PolicySpec, RetryPolicy};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    /// The provider's request body, byte for byte, with its content type.
+    Raw,
+    /// The envelope as JSON (provider, event type and id, session, status, parsed event).
+    #[default]
+    Envelope,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthSpec {
+    /// Standard Webhooks signing with a `whsec_...` secret.
+    StandardWebhooks {
+        #[serde(default)]
+        secret: Option<String>,
+        #[serde(default)]
+        secret_ssm: Option<String>,
+    },
+    /// OAuth 2.0 client credentials against the destination's token endpoint.
+    Oauth2ClientCredentials {
+        token_url: String,
+        client_id: String,
+        #[serde(default)]
+        client_secret: Option<String>,
+        #[serde(default)]
+        client_secret_ssm: Option<String>,
+        #[serde(default)]
+        scope: Option<String>,
+        #[serde(default)]
+        audience: Option<String>,
+        /// `basic` (default) or `body`.
+        #[serde(default)]
+        client_auth: ClientAuth,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    Basic,
+    Body,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    id: String,
+    url: String,
+    #[serde(default)]
+    providers: Option<Vec<Provider>>,
+    #[serde(default)]
+    event_types: Option<Vec<String>>,
+    retry_policy: PolicySpec,
+    #[serde(default)]
+    body: BodyFormat,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    auth: Option<AuthSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocument {
+    destinations: Vec<RawDestination>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub id: String,
+    pub url: reqwest::Url,
+    pub providers: Option<Vec<Provider>>,
+    pub event_types: Option<HashSet<String>>,
+    pub retry: RetryPolicy,
+    pub body: BodyFormat,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub timeout_ms: Option<u64>,
+    pub auth: Option<AuthSpec>,
+}
+
+impl Destination {
+    pub fn wants(&self, envelope: &Envelope) -> bool {
+        self.providers
+            .as_ref()
+            .is_none_or(|p| p.contains(&envelope.provider))
+            && self
+                .event_types
+                .as_ref()
+                .is_none_or(|t| t.contains(&envelope.event_type))
+    }
+
+    /// SSM parameter names of this destination's secrets.
+    pub fn ssm_secret_names(&self) -> Vec<String> {
+        match &self.auth {
+            Some(AuthSpec::StandardWebhooks {
+                secret_ssm: Some(n),
+                ..
+            })
+            | Some(AuthSpec::Oauth2ClientCredentials {
+                client_secret_ssm: Some(n),
+                ..
+            }) => vec![n.clone()],
+            _ => vec![],
+        }
+    }
+}
+
+/// Headers the relay sets itself; a destination may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct Destinations {
+    list: Vec<Destination>,
+}
+
+impl Destinations {
+    pub fn parse(json: &str) -> Result<Self, ConfigError> {
+        let err =
+            |field: String, msg: String| ConfigError::new(format!("destinations{field}"), msg);
+        let doc: RawDocument = serde_json::from_str(json).map_err(|e| {
+            err(
+                String::new(),
+                format!(
+                    "invalid document (line {} column {}): {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        let mut seen = HashSet::new();
+        let mut list = Vec::with_capacity(doc.destinations.len());
+        for (i, raw) in doc.destinations.into_iter().enumerate() {
+            let at = |field: &str| format!("[{i}].{field}");
+            let id_ok = !raw.id.is_empty()
+                && raw.id.len() <= 64
+                && raw
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !id_ok {
+                return Err(err(
+                    at("id"),
+                    "must be 1-64 characters of [A-Za-z0-9_-]".into(),
+                ));
+            }
+            if !seen.insert(raw.id.clone()) {
+                return Err(err(at("id"), format!("duplicate id {:?}", raw.id)));
+            }
+            let url = validate_outbound_url(&format!("destinations{}", at("url")), &raw.url)?;
+            if let Some(types) = &raw.event_types
+                && (types.is_empty() || types.iter().any(|t| t.trim().is_empty()))
+            {
+                return Err(err(
+                    at("event_types"),
+                    "must be a non-empty list of event types (omit it for all)".into(),
+                ));
+            }
+            if raw.providers.as_ref().is_some_and(|p| p.is_empty()) {
+                return Err(err(
+                    at("providers"),
+                    "must not be empty (omit it for all)".into(),
+                ));
+            }
+            let retry = raw
+                .retry_policy
+                .build()
+                .map_err(|m| err(at("retry_policy"), m))?;
+            let mut headers = Vec::new();
+            for (name, value) in &raw.headers {
+                let n = http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| err(at("headers"), format!("{name:?} is not a header name")))?;
+                if RESERVED_HEADERS.contains(&n.as_str())
+                    || (raw.auth.is_some() && n == http::header::AUTHORIZATION)
+                {
+                    return Err(err(at("headers"), format!("{name:?} is set by the relay")));
+                }
+                let v = http::HeaderValue::from_str(value).map_err(|_| {
+                    err(
+                        at("headers"),
+                        format!("value of {name:?} is not a valid header value"),
+                    )
+                })?;
+                headers.push((n, v));
+            }
+            if let Some(t) = raw.timeout_ms
+                && !(100..=30_000).contains(&t)
+            {
+                return Err(err(
+                    at("timeout_ms"),
+                    "must be between 100 and 30000".into(),
+                ));
+            }
+            match &raw.auth {
+                Some(AuthSpec::StandardWebhooks { secret, secret_ssm }) => {
+                    if secret.is_some() == secret_ssm.is_some() {
+                        return Err(err(
+                            at("auth"),
+                            "set exactly one of secret and secret_ssm".into(),
+                        ));
+                    }
+                    if let Some(s) = secret {
+                        crate::signing::SigningSecret::parse(s)
+                            .map_err(|m| err(at("auth.secret"), m))?;
+                    }
+                }
+                Some(AuthSpec::Oauth2ClientCredentials {
+                    token_url,
+                    client_secret,
+                    client_secret_ssm,
+                    ..
+                }) => {
+                    validate_outbound_url(
+                        &format!("destinations{}", at("auth.token_url")),
+                        token_url,
+                    )?;
+                    if client_secret.is_some() == client_secret_ssm.is_some() {
+                        return Err(err(
+                            at("auth"),
+                            "set exactly one of client_secret and client_secret_ssm".into(),
+                        ));
+                    }
+                }
+                None => {}
+            }
+            list.push(Destination {
+                id: raw.id,
+                url,
+                providers: raw.providers,
+                event_types: raw.event_types.map(|t| t.into_iter().collect()),
+                retry,
+                body: raw.body,
+                headers,
+                timeout_ms: raw.timeout_ms,
+                auth: raw.auth,
+            });
+        }
+        Ok(Self { list })
+    }
+
+    /// Reads the document from the environment: exactly one of `DESTINATIONS_CONFIG`,
+    /// `DESTINATIONS_CONFIG_FILE` or `DESTINATIONS_CONFIG_SSM`.
+    pub async fn from_env(env: &Env, ssm: Option<&impl SecretSource>) -> Result<Self, ConfigError> {
+        let sources = [
+            env.get("DESTINATIONS_CONFIG"),
+            env.get("DESTINATIONS_CONFIG_FILE"),
+            env.get("DESTINATIONS_CONFIG_SSM"),
+        ];
+        let text = match sources {
+            [Some(inline), None, None] => inline.to_string(),
+            [None, Some(path), None] => std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(
+                    "DESTINATIONS_CONFIG_FILE",
+                    format!("cannot read {path}: {e}"),
+                )
+            })?,
+            [None, None, Some(name)] => {
+                let source = ssm.ok_or_else(|| {
+                    ConfigError::new("DESTINATIONS_CONFIG_SSM", "no SSM client available")
+                })?;
+                let mut values = source.fetch(&[name.to_string()]).await?;
+                values.remove(name).ok_or_else(|| {
+                    ConfigError::new(
+                        "DESTINATIONS_CONFIG_SSM",
+                        format!("SSM parameter {name} not found"),
+                    )
+                })?
+            }
+            [None, None, None] => {
+                return Err(ConfigError::new(
+                    "DESTINATIONS_CONFIG",
+                    "no destinations configured: set DESTINATIONS_CONFIG, DESTINATIONS_CONFIG_FILE or DESTINATIONS_CONFIG_SSM",
+                ));
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "DESTINATIONS_CONFIG",
+                    "set only one of DESTINATIONS_CONFIG, DESTINATIONS_CONFIG_FILE and DESTINATIONS_CONFIG_SSM",
+                ));
+            }
+        };
+        let parsed = Self::parse(&text)?;
+        if parsed.list.is_empty() {
+            tracing::warn!(
+                "destinations document lists no destination: events are recorded but relayed nowhere"
+            );
+        }
+        Ok(parsed)
+    }
+
+    pub fn matching<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+    ) -> impl Iterator<Item = &'a Destination> + 'a {
+        self.list.iter().filter(|d| d.wants(envelope))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Destination> {
+        self.list.iter().find(|d| d.id == id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Destination> {
+        self.list.iter()
+    }
+
+    /// All SSM parameter names the destinations' secrets live in.
+    pub fn ssm_secret_names(&self) -> Vec<String> {
+        self.list
+            .iter()
+            .flat_map(Destination::ssm_secret_names)
+            .collect()
+    }
+}
+
+/// Resolved secret values by SSM name (dispatcher only).
+pub type ResolvedSecrets = HashMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc(d: serde_json::Value) -> Result<Destinations, ConfigError> {
+        Destinations::parse(&json!({"destinations": [d]}).to_string())
+    }
+
+    fn minimal() -> serde_json::Value {
+        json!({"id": "crm", "url": "https://crm.example/hook", "retry_policy": "idnow"})
+    }
+
+    #[test]
+    fn a_minimal_destination_receives_everything() {
+        let d = doc(minimal()).unwrap();
+        let dest = d.get("crm").unwrap();
+        assert_eq!(dest.body, BodyFormat::Envelope);
+        assert_eq!(dest.retry.name, "idnow");
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let cases = [
+            (
+                json!({"id": "a b", "url": "https://x.example", "retry_policy": "idnow"}),
+                "destinations[0].id",
+            ),
+            (
+                json!({"id": "a", "url": "http://x.example", "retry_policy": "idnow"}),
+                "destinations[0].url",
+            ),
+            (
+                json!({"id": "a", "url": "https://x.example", "retry_policy": "often"}),
+                "destinations[0].retry_policy",
+            ),
+            (
+                json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow", "event_types": []}),
+                "destinations[0].event_types",
+            ),
+            (
+                json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow", "headers": {"webhook-id": "x"}}),
+                "destinations[0].headers",
+            ),
+            (
+                json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow", "auth": {"type": "standard_webhooks"}}),
+                "destinations[0].auth",
+            ),
+            (
+                json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow", "auth": {"type": "standard_webhooks", "secret": "nope"}}),
+                "destinations[0].auth.secret",
+            ),
+            (
+                json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow", "timeout_ms": 60000}),
+                "destinations[0].timeout_ms",
+            ),
+        ];
+        for (d, var) in cases {
+            let e = doc(d.clone()).unwrap_err();
+            assert_eq!(e.var, var, "{d}: {e}");
+        }
+        let e = Destinations::parse(r#"{"destinations": [{"id": "a"}]}"#).unwrap_err();
+        assert!(e.message.contains("missing field"), "{e}");
+        let two = json!({"destinations": [minimal(), minimal()]}).to_string();
+        assert!(
+            Destinations::parse(&two)
+                .unwrap_err()
+                .message
+                .contains("duplicate")
+        );
+    }
+
+    #[test]
+    fn filters_select_by_provider_and_event_type() {
+        let d = doc(
+            json!({"id": "a", "url": "https://x.example", "retry_policy": "incode",
+            "providers": ["idnow"], "event_types": ["session.completed"]}),
+        )
+        .unwrap();
+        let mut env: Envelope = serde_json::from_value(json!({
+            "v": 1, "provider": "idnow", "event_type": "session.completed", "event_id": "e",
+            "payload_hash": "h", "received_at_ms": 0, "verified_by": [], "content_type": "application/json",
+            "raw_body": "{}", "event": {}
+        }))
+        .unwrap();
+        assert_eq!(d.matching(&env).count(), 1);
+        env.event_type = "session.created".into();
+        assert_eq!(d.matching(&env).count(), 0);
+        env.event_type = "session.completed".into();
+        env.provider = Provider::Incode;
+        assert_eq!(d.matching(&env).count(), 0);
+    }
+
+    #[test]
+    fn exactly_one_source_is_required() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let none: Option<&crate::aws::ssm::SsmSecrets> = None;
+        let e = rt
+            .block_on(Destinations::from_env(&Env::default(), none))
+            .unwrap_err();
+        assert_eq!(e.var, "DESTINATIONS_CONFIG");
+        let env = Env::from_pairs([
+            ("DESTINATIONS_CONFIG", "{\"destinations\": []}"),
+            ("DESTINATIONS_CONFIG_FILE", "/x"),
+        ]);
+        assert!(rt.block_on(Destinations::from_env(&env, none)).is_err());
+    }
+}
