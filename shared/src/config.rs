@@ -168,6 +168,18 @@ pub fn validate_outbound_url(var: &str, raw: &str) -> Result<reqwest::Url, Confi
     if url.host_str().is_none() {
         return Err(ConfigError::new(var, "URL has no host"));
     }
+    // An IP literal never reaches the resolver's check: refuse metadata addresses here.
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    };
+    if literal.is_some_and(crate::http_client::is_forbidden) {
+        return Err(ConfigError::new(
+            var,
+            "link-local and metadata addresses are not allowed",
+        ));
+    }
     Ok(url)
 }
 
@@ -206,6 +218,8 @@ mod tests {
         assert!(validate_outbound_url("U", "http://example.com/x").is_err());
         assert!(validate_outbound_url("U", "ftp://127.0.0.1/x").is_err());
         assert!(validate_outbound_url("U", "not a url").is_err());
+        assert!(validate_outbound_url("U", "https://169.254.169.254/latest").is_err());
+        assert!(validate_outbound_url("U", "https://[fd00:ec2::254]/").is_err());
     }
 
     #[test]

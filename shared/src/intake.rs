@@ -63,6 +63,8 @@ pub struct Reply {
     pub status: u16,
     pub body: String,
     pub headers: Vec<(&'static str, String)>,
+    /// Why the request was refused (for the log line; never request data).
+    pub reason: Option<String>,
 }
 
 impl Reply {
@@ -71,6 +73,7 @@ impl Reply {
             status,
             body: body.to_string(),
             headers: vec![("content-type", "application/json".into())],
+            reason: None,
         }
     }
 
@@ -79,7 +82,9 @@ impl Reply {
     }
 
     fn error(status: u16, code: &str, message: &str) -> Self {
-        Self::json(status, json!({"error": code, "message": message}))
+        let mut reply = Self::json(status, json!({"error": code, "message": message}));
+        reply.reason = Some(message.to_string());
+        reply
     }
 
     fn rejection(r: Rejection) -> Self {
@@ -171,6 +176,15 @@ impl<Q: IngestQueue> Intake<Q> {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConfigError> {
         let oauth = match env.get("OAUTH_CLIENT_ID") {
+            // Secrets without a client id would silently switch bearer checks off.
+            None if env.get("OAUTH_CLIENT_SECRET").is_some()
+                || env.get("OAUTH_TOKEN_SIGNING_KEY").is_some() =>
+            {
+                return Err(ConfigError::new(
+                    "OAUTH_CLIENT_ID",
+                    "is required when OAUTH_CLIENT_SECRET or OAUTH_TOKEN_SIGNING_KEY is set",
+                ));
+            }
             None => None,
             Some(client_id) => Some(TokenIssuer::new(
                 OAuthSettings {
@@ -328,7 +342,7 @@ impl<Q: IngestQueue> Intake<Q> {
                 provider = %provider,
                 path = req.path,
                 status = reply.status,
-                reason = %reply.body,
+                reason = reply.reason.as_deref().unwrap_or("oauth error"),
                 source_ip = ip,
                 request_id = req.request_id,
                 "webhook refused"

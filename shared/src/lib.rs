@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod destination;
+pub mod dispatch;
 pub mod envelope;
 pub mod http_client;
 pub mod idempotency;

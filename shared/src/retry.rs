@@ -59,6 +59,8 @@ pub enum AttemptOutcome {
     },
     Timeout,
     ConnectError,
+    /// The destination's OAuth token endpoint failed (transient: retried).
+    TokenError(String),
     /// The request could not be made at all (e.g. the destination resolves to a forbidden address).
     Refused(String),
 }
@@ -70,6 +72,7 @@ impl AttemptOutcome {
             AttemptOutcome::Response { status, .. } => format!("http_{status}"),
             AttemptOutcome::Timeout => "timeout".into(),
             AttemptOutcome::ConnectError => "connect_error".into(),
+            AttemptOutcome::TokenError(why) => format!("token_error: {why}"),
             AttemptOutcome::Refused(why) => format!("refused: {why}"),
         }
     }
@@ -157,7 +160,9 @@ impl RetryPolicy {
 
     fn is_retryable(&self, outcome: &AttemptOutcome) -> bool {
         match outcome {
-            AttemptOutcome::Timeout | AttemptOutcome::ConnectError => true,
+            AttemptOutcome::Timeout
+            | AttemptOutcome::ConnectError
+            | AttemptOutcome::TokenError(_) => true,
             AttemptOutcome::Refused(_) => false,
             AttemptOutcome::Response { status, .. } => {
                 *status == 429

@@ -91,13 +91,13 @@ impl TokenIssuer {
         if settings.client_secret.len() < MIN_SECRET_LEN {
             return Err(ConfigError::new(
                 "OAUTH_CLIENT_SECRET",
-                format!("must be at least {MIN_SECRET_LEN} characters"),
+                format!("must be at least {MIN_SECRET_LEN} bytes"),
             ));
         }
         if settings.signing_key.len() < MIN_SECRET_LEN {
             return Err(ConfigError::new(
                 "OAUTH_TOKEN_SIGNING_KEY",
-                format!("must be at least {MIN_SECRET_LEN} characters"),
+                format!("must be at least {MIN_SECRET_LEN} bytes"),
             ));
         }
         if !(60..=86_400).contains(&settings.ttl_secs) {

@@ -27,7 +27,7 @@ impl SharedHeader {
         if value.len() < 16 {
             return Err(ConfigError::new(
                 name_var.replace("_NAME", "_VALUE"),
-                "shared header value must be at least 16 characters (use a random secret)",
+                "shared header value must be at least 16 bytes (use a random secret)",
             ));
         }
         Ok(Self {

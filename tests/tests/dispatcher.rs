@@ -1,0 +1,700 @@
+//! The dispatcher against the emulator and real HTTP destinations on 127.0.0.1. Time is a manual
+//! clock: the schedules run to exhaustion in milliseconds. The queue adapter is the real SQS one,
+//! wrapped to record the `DelaySeconds` the dispatcher asks for and to make each job visible at
+//! once (the clock, not SQS, decides when it is due); one test at the end uses real SQS delays.
+
+use integration_tests::peer::{Answer, Peer};
+use integration_tests::{
+    LocalAws, eventually, idnow_envelope, incode_envelope, item, record, repo_root,
+};
+use kyc_relay::aws::dynamodb::{DynamoEventStore, DynamoSessionStore};
+use kyc_relay::aws::sqs::SqsDeliveryQueue;
+use kyc_relay::clock::{Clock, ManualClock, SystemClock};
+use kyc_relay::delivery::{DeliveryJob, DeliveryQueue, Scheduled};
+use kyc_relay::destination::Destinations;
+use kyc_relay::dispatch::Dispatcher;
+use kyc_relay::envelope::Envelope;
+use kyc_relay::processing::{Processor, ProcessorSettings};
+use kyc_relay::queue::QueueError;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const T0: u64 = 1_795_000_000_000;
+
+/// One `schedule` call as the dispatcher made it.
+#[derive(Debug, Clone)]
+struct Sent {
+    attempt: u32,
+    due_at_ms: u64,
+    delay_secs: u32,
+    visible_at_ms: u64,
+}
+
+#[derive(Clone)]
+struct RecordingQueue {
+    inner: SqsDeliveryQueue,
+    clock: ManualClock,
+    sent: Arc<Mutex<Vec<Sent>>>,
+}
+
+impl DeliveryQueue for RecordingQueue {
+    async fn schedule(&self, jobs: Vec<Scheduled>) -> Vec<Result<(), QueueError>> {
+        let now = self.clock.now_ms();
+        let mut immediate = Vec::new();
+        for s in jobs {
+            self.sent.lock().unwrap().push(Sent {
+                attempt: s.job.attempt,
+                due_at_ms: s.job.due_at_ms,
+                delay_secs: s.delay_secs,
+                visible_at_ms: now + s.delay_secs as u64 * 1000,
+            });
+            immediate.push(Scheduled {
+                job: s.job,
+                delay_secs: 0,
+            });
+        }
+        self.inner.schedule(immediate).await
+    }
+
+    async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), QueueError> {
+        self.inner.dead_letter(job).await
+    }
+}
+
+struct Rig {
+    aws: LocalAws,
+    clock: ManualClock,
+    queue: RecordingQueue,
+    dispatcher: Dispatcher<DynamoEventStore, RecordingQueue>,
+    consumer: Processor<DynamoEventStore, DynamoSessionStore, SqsDeliveryQueue>,
+}
+
+async fn rig(destinations: &str, clock: ManualClock) -> Rig {
+    let aws = LocalAws::provision().await;
+    let queue = RecordingQueue {
+        inner: SqsDeliveryQueue::new(
+            &aws.sdk,
+            aws.get("DELIVERY_QUEUE_URL"),
+            Some(aws.get("DELIVERY_DLQ_URL").into()),
+        ),
+        clock: clock.clone(),
+        sent: Arc::default(),
+    };
+    let http =
+        kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(5)).unwrap();
+    let no_ssm: Option<&kyc_relay::aws::ssm::SsmSecrets> = None;
+    let dispatcher = Dispatcher::new(
+        DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
+        queue.clone(),
+        Destinations::parse(destinations).unwrap(),
+        no_ssm,
+        http,
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    let consumer = Processor {
+        events: DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
+        sessions: DynamoSessionStore::new(&aws.sdk, aws.get("SESSIONS_TABLE")),
+        queue: SqsDeliveryQueue::new(&aws.sdk, aws.get("DELIVERY_QUEUE_URL"), None),
+        destinations: Destinations::parse(destinations).unwrap(),
+        clock: Arc::new(clock.clone()),
+        settings: ProcessorSettings {
+            idempotency_ttl_secs: 7 * 86_400,
+            session_ttl_secs: 86_400,
+            orphan_after_secs: 3600,
+        },
+    };
+    Rig {
+        aws,
+        clock,
+        queue,
+        dispatcher,
+        consumer,
+    }
+}
+
+impl Rig {
+    /// The consumer takes the event in; its jobs land on the delivery queue.
+    async fn ingest(&self, envelope: &Envelope) {
+        let failed = self
+            .consumer
+            .process_batch(
+                &[record(&format!("m-{}", envelope.event_id), envelope)],
+                self.clock.now_ms() + 30_000,
+            )
+            .await;
+        assert!(failed.is_empty());
+    }
+
+    /// Plays SQS: hands each job to the dispatcher once it would be visible, moving the clock there.
+    /// Returns the number of jobs handled.
+    async fn drive(&self) -> usize {
+        let url = self.aws.get("DELIVERY_QUEUE_URL").to_string();
+        let mut handled = 0;
+        loop {
+            let out = self
+                .aws
+                .sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(1)
+                .send()
+                .await
+                .unwrap();
+            let Some(m) = out.messages.unwrap_or_default().into_iter().next() else {
+                return handled;
+            };
+            let job: DeliveryJob = serde_json::from_str(m.body().unwrap()).unwrap();
+            let visible_at = self
+                .queue
+                .sent
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|s| s.attempt == job.attempt && s.due_at_ms == job.due_at_ms)
+                .map(|s| s.visible_at_ms);
+            if let Some(at) = visible_at
+                && at > self.clock.now_ms()
+            {
+                self.clock.set_ms(at);
+            }
+            let failed = self
+                .dispatcher
+                .dispatch_batch(&[(
+                    m.message_id().unwrap().to_string(),
+                    m.body().unwrap().to_string(),
+                )])
+                .await;
+            assert!(failed.is_empty(), "dispatch failed: {failed:?}");
+            self.aws
+                .sqs
+                .delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            handled += 1;
+            assert!(handled < 100, "runaway schedule");
+        }
+    }
+
+    fn delays(&self) -> Vec<u32> {
+        self.queue
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.delay_secs)
+            .collect()
+    }
+
+    async fn dead_letters(&self) -> Vec<DeliveryJob> {
+        self.aws
+            .drain(self.aws.get("DELIVERY_DLQ_URL"))
+            .await
+            .iter()
+            .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+            .collect()
+    }
+
+    async fn delivery(
+        &self,
+        event_key: &str,
+        dest: &str,
+    ) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+        let it = item(&self.aws, self.aws.get("EVENTS_TABLE"), event_key)
+            .await
+            .unwrap();
+        it["deliveries"].as_m().unwrap()[dest]
+            .as_m()
+            .unwrap()
+            .clone()
+    }
+}
+
+fn destination(id: &str, url: &str, policy: &str, extra: &str) -> String {
+    format!(
+        r#"{{"destinations": [{{"id": "{id}", "url": "{url}", "retry_policy": {policy}{extra}}}]}}"#
+    )
+}
+
+fn s(
+    m: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    k: &str,
+) -> String {
+    m[k].as_s().or_else(|_| m[k].as_n()).cloned().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_failing_twice_then_succeeding_is_delivered_on_attempt_three() {
+    let peer = Peer::start(Answer::status(204)).await;
+    peer.then(Answer::status(503)).then(Answer::status(502));
+    let rig = rig(
+        &destination("crm", &peer.url("/hook"), r#""idnow""#, ""),
+        ManualClock::at_ms(T0),
+    )
+    .await;
+    let e = idnow_envelope("evt-3", "session.completed", "s", "COMPLETED", 1);
+    rig.ingest(&e).await;
+    assert_eq!(rig.drive().await, 3);
+
+    let sent = rig.queue.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent.iter().map(|s| s.delay_secs).collect::<Vec<_>>(),
+        [1, 2],
+        "IDnow's 1 s, 2 s"
+    );
+    assert_eq!(sent.iter().map(|s| s.attempt).collect::<Vec<_>>(), [2, 3]);
+    let received = peer.received();
+    assert_eq!(received.len(), 3);
+    let ids: Vec<_> = received
+        .iter()
+        .map(|r| r.headers["webhook-id"].to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        ids.iter().all(|id| id == &ids[0] && id.starts_with("dlv_")),
+        "one delivery id for every attempt"
+    );
+    let envelope: Envelope = serde_json::from_slice(&received[2].body).unwrap();
+    assert_eq!(envelope.event_id, "evt-3");
+    let d = rig.delivery("idnow#evt-3", "crm").await;
+    assert_eq!(s(&d, "status"), "DELIVERED");
+    assert_eq!(s(&d, "attempts"), "3");
+    assert_eq!(s(&d, "last_status_code"), "204");
+    assert!(rig.dead_letters().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incode_schedule_runs_to_exhaustion_with_its_published_delays_then_the_dlq() {
+    let peer = Peer::start(Answer::status(500)).await;
+    let rig = rig(
+        &destination("crm", &peer.url("/hook"), r#""incode""#, ""),
+        ManualClock::at_ms(T0),
+    )
+    .await;
+    let e = incode_envelope("interview-x", "ONBOARDING_FINISHED");
+    rig.ingest(&e).await;
+    // 6 attempts + one early arrival of the 1171.875 s delay chained as 900 + 272.
+    assert_eq!(rig.drive().await, 7);
+    assert_eq!(peer.hits(), 6, "1 attempt + 5 retries");
+    assert_eq!(rig.delays(), [30, 75, 188, 469, 900, 272]);
+    let sent = rig.queue.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent[4].due_at_ms, sent[5].due_at_ms,
+        "the chained hop keeps its due time"
+    );
+    assert_eq!(
+        sent[4].attempt, sent[5].attempt,
+        "an early arrival makes no attempt"
+    );
+
+    let dead = rig.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    let job = &dead[0];
+    let info = job.dead_letter.as_ref().unwrap();
+    assert_eq!(info.attempts, 6);
+    assert!(info.reason.contains("retries exhausted"), "{}", info.reason);
+    // Each retry is due exactly the published delay after the attempt before it (30, 75, 187.5,
+    // 468.75, 1171.875 s) and made within the second after (SQS delays are whole seconds).
+    let retries: Vec<&Sent> = sent.iter().filter(|s| s.delay_secs != 272).collect();
+    let mut gaps = Vec::new();
+    for (i, retry) in retries.iter().enumerate() {
+        gaps.push(retry.due_at_ms - job.history[i].at_ms);
+        let made = job.history[i + 1].at_ms;
+        assert!(
+            made >= retry.due_at_ms && made < retry.due_at_ms + 1000,
+            "attempt {} at {made}",
+            i + 2
+        );
+    }
+    assert_eq!(gaps, [30_000, 75_000, 187_500, 468_750, 1_171_875]);
+    // Cumulative: 0.5, 1.75, 4.88, 12.69, 32.22 minutes, within the rounding of each hop.
+    let minutes: Vec<String> = job.history[1..]
+        .iter()
+        .map(|h| format!("{:.1}", (h.at_ms - T0) as f64 / 60_000.0))
+        .collect();
+    assert_eq!(minutes, ["0.5", "1.8", "4.9", "12.7", "32.2"]);
+    assert!(
+        job.history
+            .iter()
+            .all(|h| h.outcome == "http_500" && h.status_code == Some(500))
+    );
+    let d = rig.delivery(&job.event_key, "crm").await;
+    assert_eq!(s(&d, "status"), "FAILED");
+    assert_eq!(s(&d, "attempts"), "6");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idnow_schedule_runs_to_exhaustion_then_the_dlq() {
+    let peer = Peer::start(Answer::status(503)).await;
+    let rig = rig(
+        &destination("crm", &peer.url("/hook"), r#""idnow""#, ""),
+        ManualClock::at_ms(T0),
+    )
+    .await;
+    rig.ingest(&idnow_envelope(
+        "evt-x",
+        "session.completed",
+        "s",
+        "COMPLETED",
+        1,
+    ))
+    .await;
+    assert_eq!(rig.drive().await, 11);
+    assert_eq!(peer.hits(), 11, "1 attempt + 10 retries");
+    assert_eq!(rig.delays(), [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]);
+    let dead = rig.dead_letters().await;
+    assert_eq!(dead[0].history.len(), 11);
+    assert_eq!(dead[0].dead_letter.as_ref().unwrap().attempts, 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_error_under_idnow_is_not_retried_and_a_redirect_is_not_followed() {
+    let peer = Peer::start(Answer::status(400)).await;
+    let rig = rig(
+        &destination("crm", &peer.url("/hook"), r#""idnow""#, ""),
+        ManualClock::at_ms(T0),
+    )
+    .await;
+    rig.ingest(&idnow_envelope(
+        "evt-400",
+        "session.completed",
+        "s",
+        "COMPLETED",
+        1,
+    ))
+    .await;
+    assert_eq!(rig.drive().await, 1);
+    assert_eq!(peer.hits(), 1);
+    let dead = rig.dead_letters().await;
+    assert!(
+        dead[0]
+            .dead_letter
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("http_400 is not retryable")
+    );
+
+    peer.set_default(Answer::status(302).header("location", &peer.url("/elsewhere")));
+    rig.ingest(&idnow_envelope(
+        "evt-302",
+        "session.completed",
+        "s",
+        "COMPLETED",
+        1,
+    ))
+    .await;
+    assert_eq!(rig.drive().await, 1);
+    assert_eq!(
+        peer.received()
+            .iter()
+            .filter(|r| r.path == "/elsewhere")
+            .count(),
+        0,
+        "redirect not followed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incode_strictness_rate_limits_and_timeouts_are_retried() {
+    let peer = Peer::start(Answer::json(200, "{}")).await;
+    peer.then(
+        Answer::status(200)
+            .header("content-type", "text/plain")
+            .body("ok"),
+    )
+    .then(Answer::status(429).header("retry-after", "7"))
+    .then(Answer::json(200, "{}").delay(Duration::from_millis(1500)));
+    let rig = rig(
+        &destination(
+            "crm",
+            &peer.url("/hook"),
+            r#""incode""#,
+            r#", "timeout_ms": 500"#,
+        ),
+        ManualClock::at_ms(T0),
+    )
+    .await;
+    rig.ingest(&incode_envelope("interview-s", "ONBOARDING_FINISHED"))
+        .await;
+    assert_eq!(rig.drive().await, 4);
+    // text/plain 200 -> Incode's 30 s; 429 -> Retry-After 7 s; timeout -> Incode's third delay.
+    assert_eq!(rig.delays(), [30, 7, 188]);
+    let d = rig
+        .delivery(
+            &incode_envelope("interview-s", "ONBOARDING_FINISHED")
+                .event_id
+                .replace("inc_", "incode#inc_"),
+            "crm",
+        )
+        .await;
+    assert_eq!(s(&d, "status"), "DELIVERED");
+    assert_eq!(s(&d, "attempts"), "4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_delivery_is_not_sent_again_and_duplicate_jobs_are_dropped() {
+    let peer = Peer::start(Answer::status(200)).await;
+    let rig = rig(
+        &destination("crm", &peer.url("/hook"), r#""idnow""#, ""),
+        ManualClock::at_ms(T0),
+    )
+    .await;
+    let e = idnow_envelope("evt-dupjob", "session.completed", "s", "COMPLETED", 1);
+    rig.ingest(&e).await;
+    // A duplicate of the first job (what a consumer repair produces) sits beside the original.
+    let job = DeliveryJob::first(&e, "idnow#evt-dupjob", "crm", T0);
+    rig.queue
+        .inner
+        .schedule(vec![Scheduled {
+            job: job.clone(),
+            delay_secs: 0,
+        }])
+        .await
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!(rig.drive().await, 2);
+    assert_eq!(peer.hits(), 1, "the destination got the event once");
+    // Later copies of the job find the delivery final.
+    rig.queue
+        .inner
+        .schedule(vec![Scheduled { job, delay_secs: 0 }])
+        .await
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!(rig.drive().await, 1);
+    assert_eq!(peer.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_tokens_are_cached_and_refreshed_once_on_401() {
+    let dest = Peer::start(Answer::status(200)).await;
+    let tokens = Peer::start(Answer::json(
+        200,
+        r#"{"access_token": "tok-1", "token_type": "Bearer", "expires_in": 3600}"#,
+    ))
+    .await;
+    let auth = format!(
+        r#", "auth": {{"type": "oauth2_client_credentials", "token_url": "{}", "client_id": "relay", "client_secret": "s3cret", "scope": "events:write"}}"#,
+        tokens.url("/token")
+    );
+    let rig = rig(
+        &destination("crm", &dest.url("/hook"), r#""idnow""#, &auth),
+        ManualClock::at_ms(T0),
+    )
+    .await;
+    for i in 0..5 {
+        rig.ingest(&idnow_envelope(
+            &format!("evt-o{i}"),
+            "session.completed",
+            "s",
+            "COMPLETED",
+            i,
+        ))
+        .await;
+    }
+    assert_eq!(rig.drive().await, 5);
+    assert_eq!(tokens.hits(), 1, "one token for five deliveries");
+    let token_request = &tokens.received()[0];
+    assert_eq!(
+        token_request.headers["authorization"],
+        "Basic cmVsYXk6czNjcmV0"
+    );
+    assert_eq!(
+        std::str::from_utf8(&token_request.body).unwrap(),
+        "grant_type=client_credentials&scope=events%3Awrite"
+    );
+    assert!(
+        dest.received()
+            .iter()
+            .all(|r| r.headers["authorization"] == "Bearer tok-1")
+    );
+
+    // The destination revokes the token: one refresh, and the same attempt goes through.
+    dest.then(Answer::status(401));
+    tokens.set_default(Answer::json(
+        200,
+        r#"{"access_token": "tok-2", "expires_in": 3600}"#,
+    ));
+    rig.ingest(&idnow_envelope(
+        "evt-o9",
+        "session.completed",
+        "s",
+        "COMPLETED",
+        9,
+    ))
+    .await;
+    assert_eq!(rig.drive().await, 1);
+    assert_eq!(tokens.hits(), 2);
+    assert_eq!(
+        dest.received().last().unwrap().headers["authorization"],
+        "Bearer tok-2"
+    );
+    assert_eq!(
+        s(&rig.delivery("idnow#evt-o9", "crm").await, "attempts"),
+        "1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_deliveries_verify_with_the_reference_standard_webhooks_library() {
+    let peer = Peer::start(Answer::status(200)).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let auth = format!(
+        r#", "body": "raw", "headers": {{"X-Team": "kyc"}}, "auth": {{"type": "standard_webhooks", "secret": "{secret}"}}"#
+    );
+    // The reference library checks the timestamp against the real time.
+    let rig = rig(
+        &destination("crm", &peer.url("/hook"), r#""idnow""#, &auth),
+        ManualClock::at_ms(SystemClock.now_ms()),
+    )
+    .await;
+    let e = idnow_envelope("evt-signed", "session.completed", "s", "COMPLETED", 1);
+    rig.ingest(&e).await;
+    assert_eq!(rig.drive().await, 1);
+    let r = &peer.received()[0];
+    assert_eq!(
+        r.body,
+        e.raw_body.as_bytes(),
+        "raw body relayed byte for byte"
+    );
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(r.headers["x-team"], "kyc");
+    let verify = |body: &str| {
+        let input = serde_json::json!({
+            "secret": secret,
+            "headers": {
+                "webhook-id": r.headers["webhook-id"].to_str().unwrap(),
+                "webhook-timestamp": r.headers["webhook-timestamp"].to_str().unwrap(),
+                "webhook-signature": r.headers["webhook-signature"].to_str().unwrap(),
+            },
+            "body": body,
+        });
+        let mut child = std::process::Command::new(repo_root().join(".venv/bin/python"))
+            .arg(repo_root().join("tests/reference/verify_standard_webhooks.py"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, said) = verify(std::str::from_utf8(&r.body).unwrap());
+    assert!(ok, "reference library refused our signature: {said}");
+    let (ok, _) = verify(&format!("{} ", std::str::from_utf8(&r.body).unwrap()));
+    assert!(!ok, "a tampered body must not verify (the check can fail)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_with_real_sqs_delays_on_a_second_scale_policy() {
+    let peer = Peer::start(Answer::status(200)).await;
+    peer.then(Answer::status(503));
+    let policy = r#"{"custom": {"initial_ms": 1000, "multiplier": 2, "max_retries": 3}}"#;
+    let destinations = destination("crm", &peer.url("/hook"), policy, "");
+    let aws = LocalAws::provision().await;
+    let clock = SystemClock;
+    let queue = SqsDeliveryQueue::new(
+        &aws.sdk,
+        aws.get("DELIVERY_QUEUE_URL"),
+        Some(aws.get("DELIVERY_DLQ_URL").into()),
+    );
+    let no_ssm: Option<&kyc_relay::aws::ssm::SsmSecrets> = None;
+    let http =
+        kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(5)).unwrap();
+    let dispatcher = Dispatcher::new(
+        DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
+        queue.clone(),
+        Destinations::parse(&destinations).unwrap(),
+        no_ssm,
+        http,
+        Arc::new(clock),
+    )
+    .await
+    .unwrap();
+    let consumer = Processor {
+        events: DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
+        sessions: DynamoSessionStore::new(&aws.sdk, aws.get("SESSIONS_TABLE")),
+        queue,
+        destinations: Destinations::parse(&destinations).unwrap(),
+        clock: Arc::new(clock),
+        settings: ProcessorSettings {
+            idempotency_ttl_secs: 86_400,
+            session_ttl_secs: 86_400,
+            orphan_after_secs: 3600,
+        },
+    };
+    let e = incode_envelope("interview-e2e", "ONBOARDING_FINISHED");
+    assert!(
+        consumer
+            .process_batch(&[record("m1", &e)], clock.now_ms() + 30_000)
+            .await
+            .is_empty()
+    );
+
+    let url = aws.get("DELIVERY_QUEUE_URL").to_string();
+    let started = clock.now_ms();
+    let first_attempt_at = std::sync::Mutex::new(None);
+    eventually("delivery on attempt 2", Duration::from_secs(20), || async {
+        let out = aws
+            .sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages.unwrap_or_default() {
+            let failed = dispatcher
+                .dispatch_batch(&[(m.message_id().unwrap().into(), m.body().unwrap().into())])
+                .await;
+            assert!(failed.is_empty());
+            first_attempt_at
+                .lock()
+                .unwrap()
+                .get_or_insert(clock.now_ms());
+            aws.sqs
+                .delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        (peer.hits() == 2).then_some(())
+    })
+    .await;
+    let received = peer.received();
+    assert_eq!(received.len(), 2);
+    let event_key = format!("incode#{}", e.event_id);
+    let record = item(&aws, aws.get("EVENTS_TABLE"), &event_key)
+        .await
+        .unwrap();
+    let d = record["deliveries"].as_m().unwrap()["crm"].as_m().unwrap();
+    assert_eq!(d["status"].as_s().unwrap(), "DELIVERED");
+    assert_eq!(d["attempts"].as_n().unwrap(), "2");
+    // SQS held the retry for its DelaySeconds (1 s): the second attempt came at least 1 s after the
+    // first. (An ordering fact, not a speed assertion.)
+    let last_attempt = d["last_attempt_at"].as_n().unwrap().parse::<u64>().unwrap();
+    assert!(
+        last_attempt >= started + 1000,
+        "retry not delayed: {} ms",
+        last_attempt - started
+    );
+}
