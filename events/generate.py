@@ -303,5 +303,117 @@ write("hostile-oauth-disallowed-ip",
       apigw("/oauth/token", "grant_type=client_credentials", dict(form_headers, authorization=f"Basic {basic}"),
             "203.0.113.9"), 403, "token request from outside Incode's addresses")
 
+
+# ---------- consumer and dispatcher: SQS events ----------
+# Envelopes are built here as the receiver builds them (same canonical JSON and hashes, checked by
+# the test suite against the Rust implementation), then wrapped in Lambda SQS events.
+import hashlib as _hashlib  # noqa: E402
+
+INCODE_TYPES = {slug: slug.replace("-", "_") for slug in INCODE_BODIES}
+
+
+def canonical(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_parts(*parts):
+    h = _hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def incode_envelope(slug, body):
+    event_type = INCODE_TYPES[slug]
+    payload_hash = sha256_parts("incode", event_type, canonical(body))
+    status = body.get("onboardingStatus") or (body.get("eventType") or body.get("event_type") or "").upper() or None
+    env = {"v": 1, "provider": "incode", "event_type": event_type, "event_id": "inc_" + payload_hash[:32],
+           "session_id": body.get("interviewId"), "payload_hash": payload_hash, "received_at_ms": IAT * 1000,
+           "verified_by": ["source_ip", "shared_header", "bearer_token"], "request_id": "sample-request-id",
+           "content_type": "application/json", "raw_body": json.dumps(body), "event": body}
+    if status:
+        env["status"] = status
+    return env
+
+
+def idnow_envelope(event):
+    stable = {k: v for k, v in event.items() if k != "eventDeliverId"}
+    payload_hash = sha256_parts("idnow", canonical(stable))
+    return {"v": 1, "provider": "idnow", "event_type": event["eventName"], "event_id": event["eventId"],
+            "session_id": event["payload"]["sessionId"], "status": event["payload"]["sessionStatus"].upper(),
+            "payload_hash": payload_hash, "received_at_ms": IAT * 1000, "verified_by": ["source_ip", "jwt_rs256"],
+            "request_id": "sample-request-id", "content_type": "application/json", "raw_body": json.dumps(event),
+            "event": event}
+
+
+def sqs_event(queue, bodies, seed):
+    """seed: distinct per file, so message ids differ across samples as they do in SQS."""
+    records = []
+    for i, body in enumerate(bodies):
+        text = body if isinstance(body, str) else json.dumps(body)
+        records.append({
+            "messageId": f"{seed:08x}-0000-4000-8000-{i:012d}",
+            "receiptHandle": f"sample-receipt-handle-{i}",
+            "body": text,
+            "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(IAT * 1000),
+                           "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": str(IAT * 1000)},
+            "messageAttributes": {},
+            "md5OfBody": _hashlib.md5(text.encode()).hexdigest(),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": f"arn:aws:sqs:eu-central-1:123456789012:kyc-relay-{queue}",
+            "awsRegion": "eu-central-1",
+        })
+    return {"Records": records}
+
+
+def write_sqs(folder, name, event, failures, note, sink):
+    (ROOT / folder).mkdir(exist_ok=True)
+    (ROOT / folder / f"{name}.json").write_text(json.dumps(event, indent=2) + "\n")
+    sink[f"{name}.json"] = {"failures": failures, "note": note}
+
+
+consumer_manifest, dispatcher_manifest = {}, {}
+onboarding = incode_envelope("onboarding-status", INCODE_BODIES["onboarding-status"])
+completed_env = idnow_envelope(IDNOW_EVENT)
+created_env = idnow_envelope(created)
+write_sqs("consumer", "incode-onboarding-status", sqs_event("ingest", [onboarding], 1), [],
+          "one new Incode event: claimed, session updated, jobs sent", consumer_manifest)
+write_sqs("consumer", "idnow-out-of-order", sqs_event("ingest", [completed_env, created_env], 2), [],
+          "session.completed before session.created: the session ends COMPLETED", consumer_manifest)
+write_sqs("consumer", "duplicate-in-batch", sqs_event("ingest", [onboarding, onboarding], 3), [],
+          "the same event twice in one batch: processed once", consumer_manifest)
+write_sqs("consumer", "malformed-envelope", sqs_event("ingest", ["not an envelope", onboarding], 4),
+          ["00000004-0000-4000-8000-000000000000"],
+          "a malformed record is reported as a batch item failure (it ends in the ingest DLQ)", consumer_manifest)
+
+
+def job(envelope, attempt=1, due=IAT * 1000, history=(), dead_letter=None, destination="demo"):
+    key = f"{envelope['provider']}#{envelope['event_id']}"
+    j = {"v": 1, "delivery_id": "dlv_" + sha256_parts(key, destination)[:32], "destination_id": destination,
+         "event_key": key, "attempt": attempt, "cycle_start": 1, "due_at_ms": due, "history": list(history),
+         "envelope": envelope}
+    if dead_letter:
+        j["dead_letter"] = dead_letter
+    return j
+
+
+write_sqs("dispatcher", "first-attempt", sqs_event("delivery", [job(onboarding)], 5), [],
+          "first attempt of a delivery to the demo destination", dispatcher_manifest)
+write_sqs("dispatcher", "chained-delay", sqs_event("delivery", [job(completed_env, attempt=6, due=FAR * 1000)], 6), [],
+          "a job due far in the future arrives early: re-enqueued (900 s), no attempt", dispatcher_manifest)
+failed_history = [{"attempt": n, "at_ms": IAT * 1000 + n, "outcome": "http_503", "status_code": 503, "latency_ms": 12}
+                  for n in range(1, 5)]
+write_sqs("dispatcher", "redriven-from-dlq",
+          sqs_event("delivery", [job(created_env, attempt=4, history=failed_history,
+                                     dead_letter={"reason": "http_503 after 4 attempts: retries exhausted",
+                                                  "at_ms": IAT * 1000 + 5, "attempts": 4})], 7), [],
+          "a dead-lettered job moved back by an operator: a new retry cycle", dispatcher_manifest)
+write_sqs("dispatcher", "malformed-job", sqs_event("delivery", ["{\"v\": 1}"], 8),
+          ["00000008-0000-4000-8000-000000000000"], "a malformed job is reported (it ends in the delivery DLQ)",
+          dispatcher_manifest)
+(ROOT / "consumer" / "manifest.json").write_text(json.dumps(consumer_manifest, indent=2) + "\n")
+(ROOT / "dispatcher" / "manifest.json").write_text(json.dumps(dispatcher_manifest, indent=2) + "\n")
+
 (OUT / "manifest.json").write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
 print(f"wrote {len(manifest)} events to {OUT}")

@@ -333,3 +333,29 @@ async fn a_token_from_the_token_endpoint_authenticates_a_webhook() {
     assert_eq!(apigw::handle(&intake, req).await.status(), 401);
     assert_eq!(aws.drain(aws.get("INGEST_QUEUE_URL")).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_only_rs256_configured_an_hs256_token_is_refused_for_its_algorithm() {
+    let aws = LocalAws::provision().await;
+    let jwks = jwks_peer().await;
+    let mut env = aws.env();
+    env.set("IDNOW_JWKS_URL", jwks.url("/jwks.json"));
+    env.set("IDNOW_JWT_SECRET", "");
+    env.set("INCODE_ENABLED", "false");
+    let intake = intake(&env, &aws, Arc::new(SystemClock));
+    for file in [
+        "receiver/hostile-idnow-alg-confusion.json",
+        "receiver/idnow-jwt-body-hs256.json",
+    ] {
+        let r = apigw::handle(&intake, apigw_event(file)).await;
+        assert_eq!(r.status(), 401, "{file}");
+        assert!(
+            body_text(r.body()).contains("JWT algorithm not accepted"),
+            "{file}"
+        );
+    }
+    assert_eq!(jwks.hits(), 0, "refused before any key lookup");
+    let r = apigw::handle(&intake, apigw_event("receiver/hostile-idnow-alg-none.json")).await;
+    assert_eq!(r.status(), 401);
+    assert!(aws.drain(aws.get("INGEST_QUEUE_URL")).await.is_empty());
+}

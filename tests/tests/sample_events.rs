@@ -1,0 +1,174 @@
+//! Every SQS sample under events/consumer and events/dispatcher is a valid event for its function:
+//! it deserialises as Lambda's SQS event, its envelopes match what the receiver would build, and
+//! the real consumer / dispatcher (against the emulator) reports exactly the failures its manifest
+//! names. (events/receiver is covered by tests/receiver.rs.)
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use integration_tests::peer::{Answer, Peer};
+use integration_tests::{LocalAws, read_json, repo_root};
+use kyc_relay::aws::dynamodb::{DynamoEventStore, DynamoSessionStore};
+use kyc_relay::aws::sqs::SqsDeliveryQueue;
+use kyc_relay::aws::sqs_event;
+use kyc_relay::clock::{Clock, SystemClock};
+use kyc_relay::delivery::DeliveryJob;
+use kyc_relay::destination::Destinations;
+use kyc_relay::dispatch::Dispatcher;
+use kyc_relay::envelope::Envelope;
+use kyc_relay::processing::{IngestRecord, Processor, ProcessorSettings};
+use kyc_relay::provider::{Provider, idnow, incode};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn manifest(folder: &str) -> Vec<(String, Vec<String>)> {
+    let m = read_json(&format!("events/{folder}/manifest.json"));
+    let mut files: Vec<String> = std::fs::read_dir(repo_root().join("events").join(folder))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "manifest.json")
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = m.as_object().unwrap().keys().cloned().collect();
+    listed.sort();
+    assert_eq!(
+        files, listed,
+        "every file under events/{folder} is in its manifest"
+    );
+    listed
+        .into_iter()
+        .map(|f| {
+            let failures = m[&f]["failures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            (f, failures)
+        })
+        .collect()
+}
+
+fn sqs_records(folder: &str, file: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo_root().join("events").join(folder).join(file)).unwrap();
+    let event: SqsEvent =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: not an SQS event: {e}"));
+    sqs_event::records(&event)
+}
+
+/// The sample's envelope is what the receiver builds from the same body.
+fn check_envelope(file: &str, envelope: &Envelope) {
+    let parsed = match envelope.provider {
+        Provider::Incode => incode::parse(&envelope.event, incode::TypeHint::None).unwrap(),
+        Provider::Idnow => idnow::parse(&envelope.event).unwrap(),
+    };
+    assert_eq!(parsed.event_id, envelope.event_id, "{file}: event id");
+    assert_eq!(
+        parsed.payload_hash, envelope.payload_hash,
+        "{file}: payload hash"
+    );
+    assert_eq!(parsed.status, envelope.status, "{file}: status");
+}
+
+fn local_destinations(peer: &Peer) -> String {
+    std::fs::read_to_string(repo_root().join("config/destinations.local.json"))
+        .unwrap()
+        .replace("http://127.0.0.1:9103", &peer.url(""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_samples_are_valid_and_processed_as_documented() {
+    let peer = Peer::start(Answer::status(200)).await;
+    for (file, expected) in manifest("consumer") {
+        // A fresh table per sample: the samples share events, and a claim's lease would otherwise
+        // make the next sample a concurrent duplicate.
+        let aws = LocalAws::provision().await;
+        let consumer = Processor {
+            events: DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
+            sessions: DynamoSessionStore::new(&aws.sdk, aws.get("SESSIONS_TABLE")),
+            queue: SqsDeliveryQueue::new(&aws.sdk, aws.get("DELIVERY_QUEUE_URL"), None),
+            destinations: Destinations::parse(&local_destinations(&peer)).unwrap(),
+            clock: Arc::new(SystemClock),
+            settings: ProcessorSettings {
+                idempotency_ttl_secs: 86_400,
+                session_ttl_secs: 86_400,
+                orphan_after_secs: 3600,
+            },
+        };
+        let records: Vec<IngestRecord> = sqs_records("consumer", &file)
+            .into_iter()
+            .map(|(message_id, body)| IngestRecord { message_id, body })
+            .collect();
+        for r in &records {
+            if let Ok(envelope) = serde_json::from_str::<Envelope>(&r.body) {
+                check_envelope(&file, &envelope);
+            }
+        }
+        let mut failures = consumer
+            .process_batch(&records, SystemClock.now_ms() + 30_000)
+            .await;
+        failures.sort();
+        assert_eq!(failures, expected, "{file}");
+        let jobs = aws.drain(aws.get("DELIVERY_QUEUE_URL")).await.len();
+        match file.as_str() {
+            // Incode events go to "demo" only; IDnow events to "demo" and "raw-idnow".
+            "idnow-out-of-order.json" => {
+                assert_eq!(jobs, 4);
+                let session =
+                    integration_tests::item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-7f3a")
+                        .await
+                        .unwrap();
+                assert_eq!(session["status"].as_s().unwrap(), "COMPLETED", "{file}");
+            }
+            _ => assert_eq!(jobs, 1, "{file}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatcher_samples_are_valid_and_dispatched_as_documented() {
+    let aws = LocalAws::provision().await;
+    let peer = Peer::start(Answer::status(200)).await;
+    let no_ssm: Option<&kyc_relay::aws::ssm::SsmSecrets> = None;
+    let dispatcher = Dispatcher::new(
+        DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
+        SqsDeliveryQueue::new(
+            &aws.sdk,
+            aws.get("DELIVERY_QUEUE_URL"),
+            Some(aws.get("DELIVERY_DLQ_URL").into()),
+        ),
+        Destinations::parse(&local_destinations(&peer)).unwrap(),
+        no_ssm,
+        kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(5)).unwrap(),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    for (file, expected) in manifest("dispatcher") {
+        let records = sqs_records("dispatcher", &file);
+        for (_, body) in &records {
+            if let Ok(job) = serde_json::from_str::<DeliveryJob>(body) {
+                check_envelope(&file, &job.envelope);
+            }
+        }
+        let before = peer.hits();
+        let mut failures = dispatcher.dispatch_batch(&records).await;
+        failures.sort();
+        assert_eq!(failures, expected, "{file}");
+        let sent = peer.hits() - before;
+        match file.as_str() {
+            "first-attempt.json" | "redriven-from-dlq.json" => {
+                assert_eq!(sent, 1, "{file}: one delivery")
+            }
+            _ => assert_eq!(sent, 0, "{file}: nothing sent"),
+        }
+    }
+    assert_eq!(
+        aws.depth(aws.get("DELIVERY_QUEUE_URL")).await,
+        1,
+        "the early job went back, delayed"
+    );
+    let redriven = peer.received().last().unwrap().headers["webhook-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(redriven.starts_with("dlv_"));
+}
