@@ -185,15 +185,15 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
         let mut job: DeliveryJob = match serde_json::from_str(body) {
             Ok(j) => j,
             Err(e) => {
-                // Left to SQS: after maxReceiveCount receives it lands in the delivery DLQ.
-                tracing::error!(message_id, error = %e, "malformed delivery job");
+                // Left to SQS: after maxReceiveCount receives it lands in the delivery DLQ. serde's
+                // message may quote the offending value: log only where and what kind.
+                tracing::error!(message_id, error = ?e.classify(), line = e.line(), column = e.column(), "malformed delivery job");
                 counters.add("MalformedJobs", 1);
                 return Step::Fail;
             }
         };
         let now = self.clock.now_ms();
-        let redrive = job.dead_letter.take().is_some();
-        if redrive {
+        if job.dead_letter.take().is_some() {
             // An operator moved the job back from the DLQ: a new retry cycle, numbered on.
             job.attempt += 1;
             job.cycle_start = job.attempt;
@@ -204,6 +204,8 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
                 "redriven job: new retry cycle"
             );
         }
+        // Jobs of a redriven cycle may move a delivery that an earlier cycle left FAILED.
+        let redrive = job.cycle_start > 1;
         if !is_due(job.due_at_ms, now) {
             let delay_secs = sqs_delay_secs(job.due_at_ms, now);
             counters.add("DelaysChained", 1);
@@ -228,7 +230,9 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
             }
             Ok(Some(state))
                 if state.status.is_final()
-                    && !(redrive && state.status == DeliveryStatus::Failed) =>
+                    && !(redrive
+                        && state.status == DeliveryStatus::Failed
+                        && state.attempts < job.cycle_start) =>
             {
                 counters.add("AlreadyFinal", 1);
                 tracing::info!(

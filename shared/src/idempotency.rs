@@ -26,11 +26,15 @@
 //!   failed send): **repair**: the effects are applied again for the deliveries still PENDING (never
 //!   attempted). This is what repairs a crash anywhere between the claim and the last
 //!   `SendMessageBatch`;
-//! - lease over, another message (a provider retry, an SQS duplicate): a **duplicate**, acknowledged
-//!   without effects: the claiming message is responsible for them until it is deleted. Only when the
-//!   record is older than `orphan_after` (by then the claiming message is surely deleted or in the
-//!   ingest DLQ) and deliveries are still PENDING does a duplicate repair them, so an event whose
-//!   first message died is not lost.
+//! - lease over, another message (a provider retry, an SQS duplicate, or the claiming message itself
+//!   redriven from the ingest DLQ, which gives it a new message id), and no delivery still PENDING:
+//!   a **duplicate**, acknowledged without effects;
+//! - the same, with deliveries still PENDING: the claiming message may still be about to send them,
+//!   so the record is **deferred** (a batch item failure, back after the visibility timeout) until
+//!   either the dispatcher has attempted them (then it is a duplicate) or the record is older than
+//!   `orphan_after` (default 900 s = the ingest queue's maxReceiveCount x visibility timeout: by
+//!   then the claiming message is deleted or in the DLQ), when it **repairs** them. So an event whose
+//!   first message died is never lost, and a duplicate never races the first message's own sends.
 //!
 //! The lease ends at the invocation's deadline (Lambda's `Context` deadline): after it the invocation
 //! is gone, and the SQS visibility timeout (6x the function timeout) is longer, so a redelivery
@@ -131,6 +135,8 @@ pub enum ClaimOutcome {
     Repair { pending: Vec<String> },
     /// Already handled by another message: acknowledge without effects.
     Duplicate,
+    /// Handled by another message that may still be sending its deliveries: try again later.
+    Deferred,
     /// Same key, different content: not processed.
     Conflict { stored_hash: String },
 }
@@ -149,13 +155,20 @@ pub fn decide(
     if existing.lease_until_ms > claim.now_ms {
         return ClaimOutcome::InProgress;
     }
-    let orphaned = claim.now_ms.saturating_sub(existing.created_at_ms) >= orphan_after_ms;
-    if existing.claimed_by == claim.message_id || (orphaned && !existing.pending.is_empty()) {
+    if existing.claimed_by == claim.message_id {
+        return ClaimOutcome::Repair {
+            pending: existing.pending,
+        };
+    }
+    if existing.pending.is_empty() {
+        return ClaimOutcome::Duplicate;
+    }
+    if claim.now_ms.saturating_sub(existing.created_at_ms) >= orphan_after_ms {
         ClaimOutcome::Repair {
             pending: existing.pending,
         }
     } else {
-        ClaimOutcome::Duplicate
+        ClaimOutcome::Deferred
     }
 }
 
@@ -250,7 +263,7 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let orphan = 3_600_000;
+        let orphan = 900_000;
         // Another invocation is on it.
         assert_eq!(
             decide(
@@ -271,16 +284,22 @@ mod tests {
                 pending: vec!["crm".into()]
             }
         );
-        // A provider retry while the claiming message is alive: nothing to do.
+        // A provider retry while the claiming message may still send: come back later.
         assert_eq!(
             decide(
                 &claim("m2", 200_000),
                 existing("m1", 31_000, &["crm"]),
                 orphan
             ),
+            ClaimOutcome::Deferred
+        );
+        // Deliveries already attempted: nothing left to do.
+        assert_eq!(
+            decide(&claim("m2", 200_000), existing("m1", 31_000, &[]), orphan),
             ClaimOutcome::Duplicate
         );
-        // Much later, deliveries never attempted: the claiming message died; repair.
+        // Much later, deliveries never attempted: the claiming message died (or was redriven from
+        // the DLQ under a new id); repair.
         assert_eq!(
             decide(
                 &claim("m3", 1_000 + orphan),

@@ -45,9 +45,9 @@ impl ProcessorSettings {
                 "must be at least 86400 (longer than the providers' retry windows)",
             ));
         }
-        // Must exceed the ingest queue's maxReceiveCount x visibility timeout (5 x 180 s): until then
+        // At least the ingest queue's maxReceiveCount x visibility timeout (5 x 180 s): until then
         // the claiming message may still come back and repair the event itself.
-        let orphan_after_secs = env.parse_or("IDEMPOTENCY_ORPHAN_AFTER_SECONDS", 3600)?;
+        let orphan_after_secs = env.parse_or("IDEMPOTENCY_ORPHAN_AFTER_SECONDS", 900)?;
         if orphan_after_secs < 900 {
             return Err(crate::config::ConfigError::new(
                 "IDEMPOTENCY_ORPHAN_AFTER_SECONDS",
@@ -65,7 +65,14 @@ impl ProcessorSettings {
 fn parse_envelope(record: &IngestRecord) -> Option<Envelope> {
     serde_json::from_str(&record.body)
         .inspect_err(|e| {
-            tracing::error!(message_id = record.message_id, error = %e, "malformed envelope");
+            // serde's message may quote the offending value: log only where and what kind.
+            tracing::error!(
+                message_id = record.message_id,
+                error = ?e.classify(),
+                line = e.line(),
+                column = e.column(),
+                "malformed envelope"
+            );
         })
         .ok()
 }
@@ -225,6 +232,14 @@ impl<E: EventStore, S: SessionStore, Q: DeliveryQueue> Processor<E, S, Q> {
                 counters.add("Duplicates", 1);
                 tracing::info!(event_key = key, "duplicate event acknowledged");
                 return Step::Done;
+            }
+            Ok(ClaimOutcome::Deferred) => {
+                counters.add("DeferredDuplicates", 1);
+                tracing::info!(
+                    event_key = key,
+                    "duplicate while deliveries are pending; retry later"
+                );
+                return Step::Fail;
             }
             Ok(ClaimOutcome::InProgress) => {
                 counters.add("ConcurrentDuplicates", 1);

@@ -264,3 +264,41 @@ pub async fn item(
         .expect("get_item")
         .item
 }
+
+/// Runs a function binary with only `vars` (plus dummy credentials and an unreachable Runtime API)
+/// and returns whether it exited successfully and everything it printed. Used to check that
+/// misconfiguration stops a function at init, with the variable named.
+pub fn run_init(binary: &str, vars: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(binary);
+    cmd.env_clear()
+        .env("AWS_REGION", "eu-central-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        // Nothing listens here: a binary whose init wrongly succeeded fails to reach the Runtime API,
+        // and the callers' assertions on the message still catch it.
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run function binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `base` with `overrides` applied (an empty value removes the variable).
+pub fn with_vars(
+    base: &[(&'static str, &'static str)],
+    overrides: &[(&'static str, &'static str)],
+) -> Vec<(&'static str, &'static str)> {
+    let mut vars: Vec<_> = base
+        .iter()
+        .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+        .copied()
+        .collect();
+    vars.extend(overrides.iter().filter(|(_, v)| !v.is_empty()).copied());
+    vars
+}

@@ -8,7 +8,7 @@ use kyc_relay::aws::sqs::SqsDeliveryQueue;
 use kyc_relay::clock::ManualClock;
 use kyc_relay::delivery::DeliveryJob;
 use kyc_relay::destination::Destinations;
-use kyc_relay::idempotency::{EventClaim, EventStore, event_key};
+use kyc_relay::idempotency::{AttemptUpdate, DeliveryStatus, EventClaim, EventStore, event_key};
 use kyc_relay::processing::{Processor, ProcessorSettings};
 use std::sync::Arc;
 
@@ -33,6 +33,18 @@ fn consumer_with_queue(aws: &LocalAws, clock: &ManualClock, queue_url: &str) -> 
             session_ttl_secs: 90 * 86_400,
             orphan_after_secs: 3600,
         },
+    }
+}
+
+fn delivered(at_ms: u64) -> AttemptUpdate {
+    AttemptUpdate {
+        attempt: 1,
+        at_ms,
+        status: DeliveryStatus::Delivered,
+        outcome: "http_200".into(),
+        status_code: Some(200),
+        latency_ms: 5,
+        redrive: false,
     }
 }
 
@@ -95,10 +107,13 @@ async fn the_same_event_twice_in_one_batch_and_in_two_batches_is_processed_once(
     assert_eq!(delivery_status(&record_item, "crm"), "PENDING");
     assert_eq!(delivery_status(&record_item, "bi"), "PENDING");
 
-    // A provider retry in a later batch: acknowledged, no second session update, no second job.
+    // A provider retry in a later batch, while the deliveries are still pending: deferred (it comes
+    // back later), no second session update, no second job.
     clock.advance_ms(60_000);
-    let failed = c.process_batch(&[record("m3", &e)], T0 + 90_000).await;
-    assert!(failed.is_empty());
+    assert_eq!(
+        c.process_batch(&[record("m3", &e)], T0 + 90_000).await,
+        ["m3"]
+    );
     assert!(jobs(&aws).await.is_empty(), "no second set of jobs");
     let session = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-1")
         .await
@@ -108,6 +123,28 @@ async fn the_same_event_twice_in_one_batch_and_in_two_batches_is_processed_once(
         T0,
         "the session was updated once"
     );
+
+    // Once the dispatcher has attempted the deliveries, the retry is acknowledged without effects.
+    let store = DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE"));
+    for dest in ["bi", "crm"] {
+        assert!(
+            store
+                .record_attempt("idnow#evt-dup", dest, &delivered(T0 + 61_000))
+                .await
+                .unwrap()
+        );
+    }
+    clock.advance_ms(180_000);
+    assert!(
+        c.process_batch(&[record("m3", &e)], T0 + 270_000)
+            .await
+            .is_empty()
+    );
+    assert!(jobs(&aws).await.is_empty());
+    let session = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-1")
+        .await
+        .unwrap();
+    assert_eq!(n(&session, "updated_at"), T0, "still updated once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -202,13 +239,12 @@ async fn a_failed_send_is_retried_by_the_same_message_and_nothing_is_lost() {
         broken.process_batch(&[record("m1", &e)], T0 + 30_000).await,
         ["m1"]
     );
-    // A provider retry in between is acknowledged: the first message still owns the event.
+    // A provider retry in between is deferred: the first message still owns the event.
     clock.advance_ms(60_000);
     let c = consumer(&aws, &clock);
-    assert!(
-        c.process_batch(&[record("m2", &e)], T0 + 90_000)
-            .await
-            .is_empty()
+    assert_eq!(
+        c.process_batch(&[record("m2", &e)], T0 + 90_000).await,
+        ["m2"]
     );
     assert!(jobs(&aws).await.is_empty());
     // The first message comes back and completes the fan-out.
@@ -235,7 +271,8 @@ async fn an_orphaned_event_is_repaired_by_a_later_duplicate() {
         broken.process_batch(&[record("m1", &e)], T0 + 30_000).await,
         ["m1"]
     );
-    // m1 ended in the ingest DLQ; an hour later the provider retries with a new message.
+    // m1 ended in the ingest DLQ; an hour later it is redriven (SQS gives it a new message id) or
+    // the provider retries: either way a new message id.
     clock.advance_ms(3_600_000);
     let c = consumer(&aws, &clock);
     assert!(

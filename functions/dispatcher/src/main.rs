@@ -19,10 +19,13 @@ async fn init() -> Result<Dispatcher<DynamoEventStore, SqsDeliveryQueue>, Error>
     let destinations = Destinations::from_env(&env, Some(&ssm)).await?;
     let timeout_ms: u64 = env.parse_or("HTTP_TIMEOUT_MS", 10_000)?;
     let connect_ms: u64 = env.parse_or("HTTP_CONNECT_TIMEOUT_MS", 3_000)?;
-    if !(100..=30_000).contains(&timeout_ms) || connect_ms > timeout_ms {
+    if !(100..=30_000).contains(&timeout_ms) {
+        return Err(ConfigError::new("HTTP_TIMEOUT_MS", "must be between 100 and 30000").into());
+    }
+    if !(100..=timeout_ms).contains(&connect_ms) {
         return Err(ConfigError::new(
-            "HTTP_TIMEOUT_MS",
-            "must be 100-30000 ms and not shorter than HTTP_CONNECT_TIMEOUT_MS",
+            "HTTP_CONNECT_TIMEOUT_MS",
+            "must be between 100 and HTTP_TIMEOUT_MS",
         )
         .into());
     }
