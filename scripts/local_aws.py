@@ -253,15 +253,14 @@ def reset(endpoint: str) -> None:
 
 
 def start_moto(log_file: Path) -> tuple[subprocess.Popen, str]:
-    exe = Path(sys.executable).parent / "moto_server"
-    if not exe.exists():
-        sys.exit(f"{exe} not found: run scripts/bootstrap.sh dev and use .venv/bin/python")
+    # scripts/moto_server.py: moto's server with atomic DynamoDB writes (see its docstring).
+    server = ROOT / "scripts" / "moto_server.py"
     port = free_port()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         # Own session: a Ctrl-C in the terminal reaches only us, and we stop moto ourselves.
         proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, str(server), "-H", "127.0.0.1", "-p", str(port)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     endpoint = f"http://127.0.0.1:{port}"

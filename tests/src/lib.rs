@@ -302,3 +302,71 @@ pub fn with_vars(
     vars.extend(overrides.iter().filter(|(_, v)| !v.is_empty()).copied());
     vars
 }
+
+/// Idempotency settings for tests (production defaults where they matter).
+pub fn test_settings() -> kyc_relay::processing::ProcessorSettings {
+    kyc_relay::processing::ProcessorSettings {
+        idempotency_ttl_secs: 7 * 86_400,
+        session_ttl_secs: 90 * 86_400,
+        orphan_after_secs: 900,
+    }
+}
+
+pub type TestConsumer = kyc_relay::processing::Processor<
+    kyc_relay::aws::dynamodb::DynamoEventStore,
+    kyc_relay::aws::dynamodb::DynamoSessionStore,
+    kyc_relay::aws::sqs::SqsDeliveryQueue,
+>;
+
+/// The consumer with the real adapters on this stack's tables and delivery queue.
+pub fn consumer_for(
+    aws: &LocalAws,
+    destinations: &str,
+    clock: std::sync::Arc<dyn kyc_relay::clock::Clock>,
+) -> TestConsumer {
+    kyc_relay::processing::Processor {
+        events: kyc_relay::aws::dynamodb::DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
+        sessions: kyc_relay::aws::dynamodb::DynamoSessionStore::new(
+            &aws.sdk,
+            aws.get("SESSIONS_TABLE"),
+        ),
+        queue: kyc_relay::aws::sqs::SqsDeliveryQueue::new(
+            &aws.sdk,
+            aws.get("DELIVERY_QUEUE_URL"),
+            None,
+        ),
+        destinations: kyc_relay::destination::Destinations::parse(destinations)
+            .expect("valid destinations"),
+        clock,
+        settings: test_settings(),
+    }
+}
+
+/// The delivery queue adapter with the delivery DLQ, as the dispatcher uses it.
+pub fn delivery_queue(aws: &LocalAws) -> kyc_relay::aws::sqs::SqsDeliveryQueue {
+    kyc_relay::aws::sqs::SqsDeliveryQueue::new(
+        &aws.sdk,
+        aws.get("DELIVERY_QUEUE_URL"),
+        Some(aws.get("DELIVERY_DLQ_URL").to_string()),
+    )
+}
+
+/// The dispatcher with the real events table, the given queue adapter and plain-value secrets.
+pub async fn dispatcher_for<Q: kyc_relay::delivery::DeliveryQueue>(
+    aws: &LocalAws,
+    queue: Q,
+    destinations: &str,
+    clock: std::sync::Arc<dyn kyc_relay::clock::Clock>,
+) -> kyc_relay::dispatch::Dispatcher<kyc_relay::aws::dynamodb::DynamoEventStore, Q> {
+    let no_ssm: Option<&kyc_relay::aws::ssm::SsmSecrets> = None;
+    kyc_relay::dispatch::Dispatcher::new(
+        kyc_relay::aws::dynamodb::DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
+        queue,
+        kyc_relay::destination::Destinations::parse(destinations).expect("valid destinations"),
+        no_ssm,
+        kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(5)).unwrap(),
+        clock,
+    )
+    .await
+    .expect("dispatcher")
+}

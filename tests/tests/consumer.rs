@@ -48,6 +48,24 @@ fn delivered(at_ms: u64) -> AttemptUpdate {
     }
 }
 
+/// Message m1 claims `e` while the delivery queue is unreachable: the claim succeeds, the send
+/// fails, and m1 is reported for redelivery.
+async fn claim_without_sending(
+    aws: &LocalAws,
+    clock: &ManualClock,
+    e: &kyc_relay::envelope::Envelope,
+) {
+    let broken = consumer_with_queue(
+        aws,
+        clock,
+        &format!("{}-gone", aws.get("DELIVERY_QUEUE_URL")),
+    );
+    assert_eq!(
+        broken.process_batch(&[record("m1", e)], T0 + 30_000).await,
+        ["m1"]
+    );
+}
+
 fn consumer(aws: &LocalAws, clock: &ManualClock) -> Consumer {
     consumer_with_queue(aws, clock, aws.get("DELIVERY_QUEUE_URL"))
 }
@@ -229,16 +247,7 @@ async fn a_failed_send_is_retried_by_the_same_message_and_nothing_is_lost() {
     let aws = LocalAws::provision().await;
     let clock = ManualClock::at_ms(T0);
     let e = incode_envelope("interview-send", "ID_VALIDATION_FINISHED");
-    // The delivery queue is unreachable: the claim succeeds, the send fails, the record comes back.
-    let broken = consumer_with_queue(
-        &aws,
-        &clock,
-        &format!("{}-gone", aws.get("DELIVERY_QUEUE_URL")),
-    );
-    assert_eq!(
-        broken.process_batch(&[record("m1", &e)], T0 + 30_000).await,
-        ["m1"]
-    );
+    claim_without_sending(&aws, &clock, &e).await;
     // A provider retry in between is deferred: the first message still owns the event.
     clock.advance_ms(60_000);
     let c = consumer(&aws, &clock);
@@ -262,15 +271,7 @@ async fn an_orphaned_event_is_repaired_by_a_later_duplicate() {
     let aws = LocalAws::provision().await;
     let clock = ManualClock::at_ms(T0);
     let e = incode_envelope("interview-orphan", "ONBOARDING_FINISHED");
-    let broken = consumer_with_queue(
-        &aws,
-        &clock,
-        &format!("{}-gone", aws.get("DELIVERY_QUEUE_URL")),
-    );
-    assert_eq!(
-        broken.process_batch(&[record("m1", &e)], T0 + 30_000).await,
-        ["m1"]
-    );
+    claim_without_sending(&aws, &clock, &e).await;
     // m1 ended in the ingest DLQ; an hour later it is redriven (SQS gives it a new message id) or
     // the provider retries: either way a new message id.
     clock.advance_ms(3_600_000);

@@ -5,16 +5,15 @@
 
 use integration_tests::peer::{Answer, Peer};
 use integration_tests::{
-    LocalAws, eventually, idnow_envelope, incode_envelope, item, record, repo_root,
+    LocalAws, TestConsumer, consumer_for, delivery_queue, dispatcher_for, eventually,
+    idnow_envelope, incode_envelope, item, record, repo_root,
 };
-use kyc_relay::aws::dynamodb::{DynamoEventStore, DynamoSessionStore};
+use kyc_relay::aws::dynamodb::DynamoEventStore;
 use kyc_relay::aws::sqs::SqsDeliveryQueue;
 use kyc_relay::clock::{Clock, ManualClock, SystemClock};
 use kyc_relay::delivery::{DeliveryJob, DeliveryQueue, Scheduled};
-use kyc_relay::destination::Destinations;
 use kyc_relay::dispatch::Dispatcher;
 use kyc_relay::envelope::Envelope;
-use kyc_relay::processing::{Processor, ProcessorSettings};
 use kyc_relay::queue::QueueError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,45 +65,19 @@ struct Rig {
     clock: ManualClock,
     queue: RecordingQueue,
     dispatcher: Dispatcher<DynamoEventStore, RecordingQueue>,
-    consumer: Processor<DynamoEventStore, DynamoSessionStore, SqsDeliveryQueue>,
+    consumer: TestConsumer,
 }
 
 async fn rig(destinations: &str, clock: ManualClock) -> Rig {
     let aws = LocalAws::provision().await;
     let queue = RecordingQueue {
-        inner: SqsDeliveryQueue::new(
-            &aws.sdk,
-            aws.get("DELIVERY_QUEUE_URL"),
-            Some(aws.get("DELIVERY_DLQ_URL").into()),
-        ),
+        inner: delivery_queue(&aws),
         clock: clock.clone(),
         sent: Arc::default(),
     };
-    let http =
-        kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(5)).unwrap();
-    let no_ssm: Option<&kyc_relay::aws::ssm::SsmSecrets> = None;
-    let dispatcher = Dispatcher::new(
-        DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
-        queue.clone(),
-        Destinations::parse(destinations).unwrap(),
-        no_ssm,
-        http,
-        Arc::new(clock.clone()),
-    )
-    .await
-    .unwrap();
-    let consumer = Processor {
-        events: DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
-        sessions: DynamoSessionStore::new(&aws.sdk, aws.get("SESSIONS_TABLE")),
-        queue: SqsDeliveryQueue::new(&aws.sdk, aws.get("DELIVERY_QUEUE_URL"), None),
-        destinations: Destinations::parse(destinations).unwrap(),
-        clock: Arc::new(clock.clone()),
-        settings: ProcessorSettings {
-            idempotency_ttl_secs: 7 * 86_400,
-            session_ttl_secs: 86_400,
-            orphan_after_secs: 3600,
-        },
-    };
+    let dispatcher =
+        dispatcher_for(&aws, queue.clone(), destinations, Arc::new(clock.clone())).await;
+    let consumer = consumer_for(&aws, destinations, Arc::new(clock.clone()));
     Rig {
         aws,
         clock,
@@ -609,36 +582,9 @@ async fn end_to_end_with_real_sqs_delays_on_a_second_scale_policy() {
     let destinations = destination("crm", &peer.url("/hook"), policy, "");
     let aws = LocalAws::provision().await;
     let clock = SystemClock;
-    let queue = SqsDeliveryQueue::new(
-        &aws.sdk,
-        aws.get("DELIVERY_QUEUE_URL"),
-        Some(aws.get("DELIVERY_DLQ_URL").into()),
-    );
-    let no_ssm: Option<&kyc_relay::aws::ssm::SsmSecrets> = None;
-    let http =
-        kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(5)).unwrap();
-    let dispatcher = Dispatcher::new(
-        DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
-        queue.clone(),
-        Destinations::parse(&destinations).unwrap(),
-        no_ssm,
-        http,
-        Arc::new(clock),
-    )
-    .await
-    .unwrap();
-    let consumer = Processor {
-        events: DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
-        sessions: DynamoSessionStore::new(&aws.sdk, aws.get("SESSIONS_TABLE")),
-        queue,
-        destinations: Destinations::parse(&destinations).unwrap(),
-        clock: Arc::new(clock),
-        settings: ProcessorSettings {
-            idempotency_ttl_secs: 86_400,
-            session_ttl_secs: 86_400,
-            orphan_after_secs: 3600,
-        },
-    };
+    let dispatcher =
+        dispatcher_for(&aws, delivery_queue(&aws), &destinations, Arc::new(clock)).await;
+    let consumer = consumer_for(&aws, &destinations, Arc::new(clock));
     let e = incode_envelope("interview-e2e", "ONBOARDING_FINISHED");
     assert!(
         consumer

@@ -5,19 +5,16 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use integration_tests::peer::{Answer, Peer};
-use integration_tests::{LocalAws, read_json, repo_root};
-use kyc_relay::aws::dynamodb::{DynamoEventStore, DynamoSessionStore};
-use kyc_relay::aws::sqs::SqsDeliveryQueue;
+use integration_tests::{
+    LocalAws, consumer_for, delivery_queue, dispatcher_for, read_json, repo_root,
+};
 use kyc_relay::aws::sqs_event;
 use kyc_relay::clock::{Clock, SystemClock};
 use kyc_relay::delivery::DeliveryJob;
-use kyc_relay::destination::Destinations;
-use kyc_relay::dispatch::Dispatcher;
 use kyc_relay::envelope::Envelope;
-use kyc_relay::processing::{IngestRecord, Processor, ProcessorSettings};
+use kyc_relay::processing::IngestRecord;
 use kyc_relay::provider::{Provider, idnow, incode};
 use std::sync::Arc;
-use std::time::Duration;
 
 fn manifest(folder: &str) -> Vec<(String, Vec<String>)> {
     let m = read_json(&format!("events/{folder}/manifest.json"));
@@ -81,18 +78,7 @@ async fn consumer_samples_are_valid_and_processed_as_documented() {
         // A fresh table per sample: the samples share events, and a claim's lease would otherwise
         // make the next sample a concurrent duplicate.
         let aws = LocalAws::provision().await;
-        let consumer = Processor {
-            events: DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
-            sessions: DynamoSessionStore::new(&aws.sdk, aws.get("SESSIONS_TABLE")),
-            queue: SqsDeliveryQueue::new(&aws.sdk, aws.get("DELIVERY_QUEUE_URL"), None),
-            destinations: Destinations::parse(&local_destinations(&peer)).unwrap(),
-            clock: Arc::new(SystemClock),
-            settings: ProcessorSettings {
-                idempotency_ttl_secs: 86_400,
-                session_ttl_secs: 86_400,
-                orphan_after_secs: 3600,
-            },
-        };
+        let consumer = consumer_for(&aws, &local_destinations(&peer), Arc::new(SystemClock));
         let records: Vec<IngestRecord> = sqs_records("consumer", &file)
             .into_iter()
             .map(|(message_id, body)| IngestRecord { message_id, body })
@@ -127,21 +113,13 @@ async fn consumer_samples_are_valid_and_processed_as_documented() {
 async fn dispatcher_samples_are_valid_and_dispatched_as_documented() {
     let aws = LocalAws::provision().await;
     let peer = Peer::start(Answer::status(200)).await;
-    let no_ssm: Option<&kyc_relay::aws::ssm::SsmSecrets> = None;
-    let dispatcher = Dispatcher::new(
-        DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
-        SqsDeliveryQueue::new(
-            &aws.sdk,
-            aws.get("DELIVERY_QUEUE_URL"),
-            Some(aws.get("DELIVERY_DLQ_URL").into()),
-        ),
-        Destinations::parse(&local_destinations(&peer)).unwrap(),
-        no_ssm,
-        kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(5)).unwrap(),
+    let dispatcher = dispatcher_for(
+        &aws,
+        delivery_queue(&aws),
+        &local_destinations(&peer),
         Arc::new(SystemClock),
     )
-    .await
-    .unwrap();
+    .await;
     for (file, expected) in manifest("dispatcher") {
         let records = sqs_records("dispatcher", &file);
         for (_, body) in &records {

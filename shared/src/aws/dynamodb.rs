@@ -49,6 +49,28 @@ fn store_error<
     StoreError(DisplayErrorContext(e).to_string())
 }
 
+/// An update whose condition failed was not applied; that is an answer, not an error.
+fn applied<T>(
+    result: Result<
+        T,
+        SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            aws_sdk_dynamodb::config::http::HttpResponse,
+        >,
+    >,
+) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(store_error(e)),
+    }
+}
+
 #[derive(Clone)]
 pub struct DynamoEventStore {
     client: Client,
@@ -213,16 +235,7 @@ impl EventStore for DynamoEventStore {
             ))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error(e)),
-        }
+        applied(result)
     }
 }
 
@@ -268,15 +281,6 @@ impl SessionStore for DynamoSessionStore {
             .expression_attribute_values(":exp", n(u.expires_at_secs))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error(e)),
-        }
+        applied(result)
     }
 }
