@@ -9,8 +9,8 @@
 //! housekeeping). Everything after the claim is idempotent, so nothing needs a second "completed"
 //! write:
 //!
-//! - the session update is conditional on the status rank and the event id (re-applying it changes
-//!   nothing);
+//! - the session update is conditional on the status rank (re-applying it fails the condition and
+//!   changes nothing);
 //! - delivery jobs carry a deterministic delivery id (hash of event key and destination), and the
 //!   dispatcher reads the delivery's state before it sends: a delivery already final, or an attempt
 //!   already recorded, is acknowledged without sending.
@@ -227,8 +227,9 @@ pub struct SessionUpdate<'a> {
 }
 
 pub trait SessionStore: Send + Sync {
-    /// Moves the session to `status` if its rank is higher than the stored one (or it is the same
-    /// event again). `Ok(false)`: the session is already further; nothing changed.
+    /// Moves the session to `status` if its rank is higher than the stored one. `Ok(false)`: the
+    /// session is already there or further (this event applied before, or a later one); nothing
+    /// changed.
     fn advance(
         &self,
         update: &SessionUpdate<'_>,

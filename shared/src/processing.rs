@@ -229,9 +229,12 @@ impl<E: EventStore, S: SessionStore, Q: DeliveryQueue> Processor<E, S, Q> {
                 pending
             }
             Ok(ClaimOutcome::Duplicate) => {
+                // Its deliveries are all attempted; only the session update may be missing (if the
+                // claiming message died before it and was redriven). Re-applying it is a no-op
+                // otherwise, so nothing is lost and nothing changes twice.
                 counters.add("Duplicates", 1);
-                tracing::info!(event_key = key, "duplicate event acknowledged");
-                return Step::Done;
+                tracing::info!(event_key = key, "duplicate event: no delivery pending");
+                Vec::new()
             }
             Ok(ClaimOutcome::Deferred) => {
                 counters.add("DeferredDuplicates", 1);

@@ -421,3 +421,56 @@ fn clock_deadline(clock: &ManualClock) -> u64 {
     use kyc_relay::clock::Clock;
     clock.now_ms() + 30_000
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_update_lost_in_a_crash_is_applied_by_a_later_duplicate() {
+    let aws = LocalAws::provision().await;
+    let clock = ManualClock::at_ms(T0);
+    let e = idnow_envelope("evt-nodest", "session.created", "sess-nodest", "CREATED", 1);
+    // The claiming message recorded an event with no delivery pending, then died before the
+    // session update (and went to the ingest DLQ).
+    let store = DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE"));
+    let key = event_key(e.provider, &e.event_id);
+    store
+        .claim(&EventClaim {
+            key: &key,
+            message_id: "m1",
+            payload_hash: &e.payload_hash,
+            destinations: &[],
+            now_ms: T0,
+            lease_until_ms: T0 + 30_000,
+            expires_at_secs: T0 / 1000 + 86_400,
+        })
+        .await
+        .unwrap();
+    assert!(
+        item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-nodest")
+            .await
+            .is_none()
+    );
+    // Its redriven copy (a new message id) is a duplicate with nothing pending: the session update
+    // is re-applied, no job is sent.
+    clock.advance_ms(1_000_000);
+    let c = consumer(&aws, &clock);
+    assert!(
+        c.process_batch(&[record("m1-redriven", &e)], T0 + 1_030_000)
+            .await
+            .is_empty()
+    );
+    let session = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-nodest")
+        .await
+        .unwrap();
+    assert_eq!(s(&session, "status"), "CREATED");
+    assert!(jobs(&aws).await.is_empty());
+    // Applying it once more changes nothing.
+    clock.advance_ms(1_000);
+    assert!(
+        c.process_batch(&[record("m2", &e)], T0 + 1_031_000)
+            .await
+            .is_empty()
+    );
+    let again = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-nodest")
+        .await
+        .unwrap();
+    assert_eq!(n(&again, "updated_at"), n(&session, "updated_at"));
+}

@@ -644,3 +644,42 @@ async fn end_to_end_with_real_sqs_delays_on_a_second_scale_policy() {
         last_attempt - started
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_redriven_from_the_dlq_starts_a_new_cycle_and_can_deliver() {
+    let peer = Peer::start(Answer::status(503)).await;
+    let policy = r#"{"custom": {"initial_ms": 1000, "multiplier": 2, "max_retries": 1}}"#;
+    let rig = rig(
+        &destination("crm", &peer.url("/hook"), policy, ""),
+        ManualClock::at_ms(T0),
+    )
+    .await;
+    let e = idnow_envelope("evt-redrive", "session.completed", "s", "COMPLETED", 1);
+    rig.ingest(&e).await;
+    assert_eq!(rig.drive().await, 2);
+    let dlq = rig.aws.drain(rig.aws.get("DELIVERY_DLQ_URL")).await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(
+        s(&rig.delivery("idnow#evt-redrive", "crm").await, "status"),
+        "FAILED"
+    );
+
+    // The operator fixes the destination and moves the message back (what a DLQ redrive does).
+    peer.set_default(Answer::status(500));
+    peer.then(Answer::status(503)).then(Answer::status(200));
+    rig.aws
+        .sqs
+        .send_message()
+        .queue_url(rig.aws.get("DELIVERY_QUEUE_URL"))
+        .message_body(dlq[0].body().unwrap())
+        .send()
+        .await
+        .unwrap();
+    // Attempt 3 fails (a new cycle: its own retry budget), attempt 4 delivers.
+    assert_eq!(rig.drive().await, 2);
+    let d = rig.delivery("idnow#evt-redrive", "crm").await;
+    assert_eq!(s(&d, "status"), "DELIVERED");
+    assert_eq!(s(&d, "attempts"), "4");
+    assert_eq!(peer.hits(), 4);
+    assert!(rig.dead_letters().await.is_empty());
+}

@@ -269,10 +269,10 @@ impl SessionStore for DynamoSessionStore {
                 "SET #status = :status, status_rank = :rank, event_id = :event, updated_at = :at, \
                  first_seen_at = if_not_exists(first_seen_at, :at), expires_at = :exp",
             )
-            // Forward only; the same event again is a no-op that succeeds (idempotent repair).
-            .condition_expression(
-                "attribute_not_exists(pk) OR status_rank < :rank OR (status_rank = :rank AND event_id = :event)",
-            )
+            // Forward only. The same event again fails the condition and changes nothing, so a
+            // repair or duplicate may re-apply it freely; of two events of equal rank (two terminal
+            // statuses), the first recorded stays.
+            .condition_expression("attribute_not_exists(pk) OR status_rank < :rank")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":status", s(u.status))
             .expression_attribute_values(":rank", n(u.rank))
