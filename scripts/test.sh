@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The test suite: bootstraps the project-local venv, starts the local AWS emulator (moto server on a
-# free 127.0.0.1 port), runs every Rust test against it, and stops the emulator whatever happens.
-# Extra arguments go to `cargo test` (e.g. scripts/test.sh -p integration-tests receiver).
+# free 127.0.0.1 port), runs every Rust test against it, stops the emulator whatever happens, then
+# runs the local pipeline end to end (scripts/pipeline-test.sh: the three functions under
+# `cargo lambda watch`, fed by the SQS trigger runner, on ports 9000/9102/9103).
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh -p integration-tests receiver) and skip
+# the pipeline stage; SKIP_PIPELINE=1 skips it too.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -21,3 +24,11 @@ source "$state/aws.env"
 export AWS_ENDPOINT_URL AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 # Tests provision their own queues and tables (unique names) in this emulator.
 cargo test --workspace "$@"
+stop
+trap - EXIT INT TERM
+
+if [[ $# -eq 0 && -z "${SKIP_PIPELINE:-}" ]]; then
+  # The pipeline starts an emulator of its own.
+  unset AWS_ENDPOINT_URL
+  scripts/pipeline-test.sh
+fi
