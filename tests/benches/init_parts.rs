@@ -8,7 +8,8 @@
 //!   Lambda provides) instead of the default chain, which builds an STS client for web identity;
 //! - `amazon-roots`: as `env-credentials`, and the SDK's HTTPS client trusts only the Amazon Trust
 //!   Services roots (5 PEMs, read here from /etc/ssl/certs; a build would embed them) instead of
-//!   loading the whole system store;
+//!   loading the whole system store.
+//!
 //! Steps: tokio runtime, tracing init, SDK config, SQS client, reqwest client
 //! (`kyc_relay::http_client::build`), `Intake::from_env`. The children get a Lambda-like environment
 //! (config/local.env, no SSL_CERT_* variables unless `BENCH_SSL_CERT_FILE` is set).
