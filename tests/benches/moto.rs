@@ -2,8 +2,9 @@
 //! and exports `AWS_ENDPOINT_URL`; directly: `cargo bench -p integration-tests --bench moto -- [receiver] [consumer]`.
 //!
 //! - `receiver`: N sequential `apigw::handle` calls with the real `SqsIngestQueue` against N raw
-//!   `SendMessage` calls with a body of the same size, interleaved (A B, B A, ...) on one SDK client
-//!   and one queue so both see the same emulator state. moto is slow (tens of ms per send), so the
+//!   `SendMessage` calls with a body of the same size (and N more with the adapter's three message
+//!   attributes too), interleaved in rotating order on one SDK client and one queue so all arms see
+//!   the same emulator state. moto is slow (milliseconds per send), so the
 //!   result is a ratio against the emulator itself plus the absolute overhead in µs.
 //! - `consumer`: `Processor::process_batch` with the real DynamoDB/SQS adapters over N Incode events
 //!   in batches of B (after one warm-up batch): CPU time of this process (CLOCK_PROCESS_CPUTIME_ID,
@@ -151,30 +152,53 @@ async fn receiver_latency(n: usize) {
             .message_body(sample.clone())
             .send()
     };
+    // The same request the adapter makes: body plus its three message attributes.
+    let attr = |v: &str| {
+        aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+            .unwrap()
+    };
+    let raw_send_attrs = || {
+        aws.sqs
+            .send_message()
+            .queue_url(&url)
+            .message_body(sample.clone())
+            .message_attributes("provider", attr("incode"))
+            .message_attributes("event_type", attr("onboarding_status"))
+            .message_attributes("event_id", attr("0123456789abcdef0123456789abcdef"))
+            .send()
+    };
     for _ in 0..warm {
         raw_send().await.unwrap();
+        raw_send_attrs().await.unwrap();
     }
 
-    let (mut recv_wall, mut raw_wall) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut recv_cpu, mut raw_cpu) = (Duration::ZERO, Duration::ZERO);
+    // Three arms, interleaved in a rotating order so each sees the same emulator state.
+    let mut wall: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu = [Duration::ZERO; 3];
     for i in 0..n {
         let text = event(warm + i);
-        for receiver_turn in [i % 2 == 0, i % 2 == 1] {
-            if receiver_turn {
-                let (c, t) = (process_cpu(), Instant::now());
-                let req = lambda_http::request::from_str(&text).unwrap();
-                let r = apigw::handle(&intake, req).await;
-                recv_wall.push(t.elapsed());
-                recv_cpu += process_cpu() - c;
-                assert_eq!(r.status(), 200);
-            } else {
-                let (c, t) = (process_cpu(), Instant::now());
-                raw_send().await.unwrap();
-                raw_wall.push(t.elapsed());
-                raw_cpu += process_cpu() - c;
+        for k in 0..3 {
+            let arm = (i + k) % 3;
+            let (c, t) = (process_cpu(), Instant::now());
+            match arm {
+                0 => raw_send().await.map(|_| ()).unwrap(),
+                1 => raw_send_attrs().await.map(|_| ()).unwrap(),
+                _ => {
+                    let req = lambda_http::request::from_str(&text).unwrap();
+                    let r = apigw::handle(&intake, req).await;
+                    assert_eq!(r.status(), 200);
+                }
             }
+            wall[arm].push(t.elapsed());
+            cpu[arm] += process_cpu() - c;
         }
     }
+    let [raw_wall, attrs_wall, recv_wall] = wall;
+    let [raw_cpu, attrs_cpu, recv_cpu] = cpu;
+    let a = summary(attrs_wall);
     let (r, w) = (summary(recv_wall), summary(raw_wall));
     println!(
         "receiver_latency: n={n} interleaved, envelope {} bytes (raw SendMessage body of the same size, no attributes)",
@@ -186,6 +210,7 @@ async fn receiver_latency(n: usize) {
     );
     for (name, s, cpu) in [
         ("raw SendMessage", &w, raw_cpu),
+        ("raw SendMessage + 3 attributes", &a, attrs_cpu),
         ("receiver (from_str + apigw::handle)", &r, recv_cpu),
     ] {
         println!(
@@ -205,6 +230,13 @@ async fn receiver_latency(n: usize) {
         r.median_us - w.median_us,
         r.mean_us - w.mean_us,
         (recv_cpu.as_secs_f64() - raw_cpu.as_secs_f64()) * 1e6 / n as f64
+    );
+    println!(
+        "ratio receiver/(raw + same attributes): median {:.3}, mean {:.3}; overhead: median {:+.0} µs, client CPU {:+.1} µs/request",
+        r.median_us / a.median_us,
+        r.mean_us / a.mean_us,
+        r.median_us - a.median_us,
+        (recv_cpu.as_secs_f64() - attrs_cpu.as_secs_f64()) * 1e6 / n as f64
     );
 }
 

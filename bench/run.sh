@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Benchmarks that need the local AWS emulator (see BENCHMARKS.md). Bootstraps .venv (moto) and
+# bench/.venv (aws-lambda-powertools + boto3, for the Python comparison), starts moto on a free port,
+# runs the Rust bench against it, then the Powertools consumer on the same records, and stops moto
+# whatever happens.
+#
+# Usage: bench/run.sh [receiver] [consumer] [python]    (default: all three)
+#   receiver  receiver latency vs one raw SendMessage   (cargo bench ... --bench moto -- receiver)
+#   consumer  Rust consumer CPU and AWS calls per event (cargo bench ... --bench moto -- consumer)
+#   python    the Powertools consumer on the records the Rust consumer bench wrote
+# BENCH_N (default 200) and BENCH_BATCH (default 10) size the runs.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+want=("$@")
+[[ ${#want[@]} -eq 0 ]] && want=(receiver consumer python)
+has() { local w; for w in "${want[@]}"; do [[ $w == "$1" ]] && return 0; done; return 1; }
+
+scripts/bootstrap.sh dev
+if has python; then
+  stamp=bench/.venv/.requirements.sha256
+  sum=$(sha256sum bench/requirements.txt | cut -d' ' -f1)
+  if [[ ! -x bench/.venv/bin/python || ! -f $stamp || "$(cat "$stamp")" != "$sum" ]]; then
+    echo "bench: installing bench/requirements.txt into bench/.venv" >&2
+    "${PYTHON:-python3}" -m venv bench/.venv
+    bench/.venv/bin/python -m pip install --quiet -r bench/requirements.txt >&2
+    echo "$sum" >"$stamp"
+  fi
+fi
+
+state=$(mktemp -d "${TMPDIR:-/tmp}/kyc-relay-bench.XXXXXX")
+stop() {
+  .venv/bin/python scripts/local_aws.py down --pid-file "$state/moto.pid" >/dev/null 2>&1 || true
+  rm -rf "$state"
+}
+trap stop EXIT INT TERM
+
+.venv/bin/python scripts/local_aws.py up --detach --env-file "$state/aws.env" \
+  --pid-file "$state/moto.pid" --log-file "$state/moto.log" >/dev/null 2>&1
+# shellcheck disable=SC1091
+source "$state/aws.env"
+export AWS_ENDPOINT_URL AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+
+echo "bench: $(date -u +%FT%TZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), moto at $AWS_ENDPOINT_URL"
+rust=()
+has receiver && rust+=(receiver)
+has consumer && rust+=(consumer)
+if [[ ${#rust[@]} -gt 0 ]]; then
+  cargo bench -p integration-tests --bench moto -- "${rust[@]}"
+fi
+
+if has python; then
+  [[ -f target/bench/consumer-records.json ]] || {
+    echo "bench: target/bench/consumer-records.json missing: run bench/run.sh consumer first" >&2
+    exit 1
+  }
+  # Its own queues and tables (the sessions table and delivery queue of template.yaml).
+  .venv/bin/python scripts/local_aws.py create --endpoint "$AWS_ENDPOINT_URL" --stack-name pybench \
+    --env-file "$state/py.env" >/dev/null 2>&1
+  (
+    # shellcheck disable=SC1091
+    source "$state/py.env"
+    export SESSIONS_TABLE DELIVERY_QUEUE_URL
+    bench/.venv/bin/python bench/powertools_consumer.py
+  )
+fi
