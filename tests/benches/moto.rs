@@ -14,11 +14,7 @@
 //!
 //! `BENCH_N` (default 200) and `BENCH_BATCH` (default 10) size the runs.
 
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use aws_smithy_types::config_bag::ConfigBag;
+use integration_tests::counting::Calls;
 use integration_tests::{LocalAws, incode_envelope, read_json, repo_root};
 use kyc_relay::aws::apigw;
 use kyc_relay::aws::dynamodb::{DynamoEventStore, DynamoSessionStore};
@@ -27,8 +23,7 @@ use kyc_relay::clock::{Clock, SystemClock};
 use kyc_relay::destination::Destinations;
 use kyc_relay::intake::Intake;
 use kyc_relay::processing::{IngestRecord, Processor, ProcessorSettings};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -56,32 +51,6 @@ fn rusage() -> (Duration, Duration) {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     (tv(ru.ru_utime), tv(ru.ru_stime))
-}
-
-#[derive(Debug, Default, Clone)]
-struct Calls(Arc<Mutex<BTreeMap<String, u64>>>);
-
-impl Intercept for Calls {
-    fn name(&self) -> &'static str {
-        "CallCounter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if let Some(m) = cfg.load::<Metadata>() {
-            *self
-                .0
-                .lock()
-                .unwrap()
-                .entry(format!("{}.{}", m.service().to_ascii_lowercase(), m.name()))
-                .or_default() += 1;
-        }
-        Ok(())
-    }
 }
 
 struct Summary {
@@ -243,16 +212,7 @@ async fn receiver_latency(n: usize) {
 async fn consumer_cpu(n: usize, batch: usize) {
     let aws = LocalAws::provision().await;
     let calls = Calls::default();
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&aws.sdk)
-            .interceptor(calls.clone())
-            .build(),
-    );
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&aws.sdk)
-            .interceptor(calls.clone())
-            .build(),
-    );
+    let (sqs, ddb) = calls.clients(&aws.sdk);
     let destinations = r#"{"destinations": [{"id": "crm", "url": "https://crm.internal.example/hook", "retry_policy": "incode"}]}"#;
     let consumer = Processor {
         events: DynamoEventStore::from_client(ddb.clone(), aws.get("EVENTS_TABLE")),

@@ -1,6 +1,7 @@
 //! Test harness: the local AWS emulator (moto, started by `scripts/test.sh`), the sample events, the
 //! local configuration, and real HTTP peers on 127.0.0.1.
 
+pub mod counting;
 pub mod peer;
 
 use aws_sdk_sqs::types::QueueAttributeName;

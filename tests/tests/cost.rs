@@ -6,11 +6,7 @@
 //! SQS requests, counting the event source mapping's ReceiveMessage/DeleteMessageBatch, which Lambda
 //! makes once per batch per queue (modelled here at the batch size of 10).
 
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use aws_smithy_types::config_bag::ConfigBag;
+use integration_tests::counting::Calls;
 use integration_tests::peer::{Answer, Peer};
 use integration_tests::{LocalAws, item, read_json};
 use kyc_relay::aws::dynamodb::{DynamoEventStore, DynamoSessionStore};
@@ -21,41 +17,9 @@ use kyc_relay::destination::Destinations;
 use kyc_relay::dispatch::Dispatcher;
 use kyc_relay::intake::Intake;
 use kyc_relay::processing::{IngestRecord, Processor, ProcessorSettings};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Debug, Default, Clone)]
-struct Calls(Arc<Mutex<BTreeMap<String, u64>>>);
-
-impl Calls {
-    fn get(&self, op: &str) -> u64 {
-        self.0.lock().unwrap().get(op).copied().unwrap_or(0)
-    }
-}
-
-impl Intercept for Calls {
-    fn name(&self) -> &'static str {
-        "CallCounter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if let Some(m) = cfg.load::<Metadata>() {
-            *self
-                .0
-                .lock()
-                .unwrap()
-                .entry(format!("{}.{}", m.service().to_ascii_lowercase(), m.name()))
-                .or_default() += 1;
-        }
-        Ok(())
-    }
-}
 
 /// DynamoDB's item size: attribute names plus values (strings as UTF-8, numbers about one byte per
 /// two digits plus one, maps and lists 3 bytes plus their elements).
@@ -80,16 +44,7 @@ const EVENTS: usize = 10;
 async fn one_webhook_with_one_destination_costs_at_most_3_write_units_and_1_6_sqs_requests() {
     let aws = LocalAws::provision().await;
     let calls = Calls::default();
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&aws.sdk)
-            .interceptor(calls.clone())
-            .build(),
-    );
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&aws.sdk)
-            .interceptor(calls.clone())
-            .build(),
-    );
+    let (sqs, ddb) = calls.clients(&aws.sdk);
     let destination = Peer::start(Answer::json(200, "{}")).await;
     let destinations = format!(
         r#"{{"destinations": [{{"id": "crm", "url": "{}", "retry_policy": "incode"}}]}}"#,
@@ -228,14 +183,7 @@ async fn one_webhook_with_one_destination_costs_at_most_3_write_units_and_1_6_sq
     let write_units_per_event = writes as f64 / EVENTS as f64;
 
     // --- SQS: our own requests, plus the event source mapping's per batch and queue.
-    let own_sqs: u64 = calls
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| k.starts_with("sqs."))
-        .map(|(_, v)| v)
-        .sum();
+    let own_sqs = calls.service_total("sqs");
     let esm_sqs = 2 /* queues */ * 2 /* ReceiveMessage + DeleteMessageBatch */;
     let sqs_per_event = (own_sqs + esm_sqs) as f64 / EVENTS as f64;
     let reads_per_event = calls.get("dynamodb.GetItem") as f64 / EVENTS as f64;
