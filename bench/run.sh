@@ -17,30 +17,13 @@ want=("$@")
 [[ ${#want[@]} -eq 0 ]] && want=(receiver consumer python)
 has() { local w; for w in "${want[@]}"; do [[ $w == "$1" ]] && return 0; done; return 1; }
 
-scripts/bootstrap.sh dev
-if has python; then
-  stamp=bench/.venv/.requirements.sha256
-  sum=$(sha256sum bench/requirements.txt | cut -d' ' -f1)
-  if [[ ! -x bench/.venv/bin/python || ! -f $stamp || "$(cat "$stamp")" != "$sum" ]]; then
-    echo "bench: installing bench/requirements.txt into bench/.venv" >&2
-    "${PYTHON:-python3}" -m venv bench/.venv
-    bench/.venv/bin/python -m pip install --quiet -r bench/requirements.txt >&2
-    echo "$sum" >"$stamp"
-  fi
+# Once, around the whole run: the emulator (and the venvs).
+if [[ -z "${AWS_ENDPOINT_URL:-}" ]]; then
+  has python && scripts/bootstrap.sh bench
+  exec scripts/with-local-aws.sh "$0" "$@"
 fi
-
 state=$(mktemp -d "${TMPDIR:-/tmp}/kyc-relay-bench.XXXXXX")
-stop() {
-  .venv/bin/python scripts/local_aws.py down --pid-file "$state/moto.pid" >/dev/null 2>&1 || true
-  rm -rf "$state"
-}
-trap stop EXIT INT TERM
-
-.venv/bin/python scripts/local_aws.py up --detach --env-file "$state/aws.env" \
-  --pid-file "$state/moto.pid" --log-file "$state/moto.log" >/dev/null 2>&1
-# shellcheck disable=SC1091
-source "$state/aws.env"
-export AWS_ENDPOINT_URL AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+trap 'rm -rf "$state"' EXIT
 
 echo "bench: $(date -u +%FT%TZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), moto at $AWS_ENDPOINT_URL"
 rust=()

@@ -2,8 +2,9 @@
 # Installs the project's local tooling into project-local folders (nothing global):
 #   .venv/      moto server (emulator), boto3, reference peers for tests, cargo-lambda + zig
 #   .venv-sam/  aws-sam-cli and cfn-lint (their pins clash with moto's)
+#   bench/.venv aws-lambda-powertools + boto3, for the Python comparison in bench/ (bench only)
 # Idempotent: a venv whose requirements file has not changed is left alone.
-# Usage: scripts/bootstrap.sh [dev|sam|all]   (default: dev)
+# Usage: scripts/bootstrap.sh [dev|sam|bench|all]   (default: dev; all = dev + sam)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 want=${1:-dev}
@@ -25,9 +26,10 @@ install_venv() { # dir requirements
 case "$want" in
   dev) install_venv "$root/.venv" "$root/scripts/requirements-dev.txt" ;;
   sam) install_venv "$root/.venv-sam" "$root/scripts/requirements-sam.txt" ;;
+  bench) install_venv "$root/bench/.venv" "$root/bench/requirements.txt" ;;
   all)
     install_venv "$root/.venv" "$root/scripts/requirements-dev.txt"
     install_venv "$root/.venv-sam" "$root/scripts/requirements-sam.txt"
     ;;
-  *) echo "usage: $0 [dev|sam|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [dev|sam|bench|all]" >&2; exit 2 ;;
 esac
