@@ -248,6 +248,11 @@ write("hostile-idnow-signature-for-another-body",
       apigw("/webhooks/idnow", json.dumps(dict(created, eventName="session.aborted")),
             {"content-type": "application/json", "x-idnow-signature": rs256(idnow_claims(created))}, IDNOW_IP),
       401, "valid signature header beside a different body")
+write("hostile-idnow-signature-binds-only-event-id",
+      apigw("/webhooks/idnow", json.dumps(dict(created, eventName="session.aborted")),
+            {"content-type": "application/json", "x-idnow-signature": rs256(idnow_claims(created, data=None))},
+            IDNOW_IP),
+      401, "a signature header without the event as `data` (sub = eventId only) does not cover the body")
 write("hostile-idnow-missing-signature",
       apigw("/webhooks/idnow", json.dumps(created), {"content-type": "application/json"}, IDNOW_IP),
       401, "JSON body without X-Idnow-Signature")

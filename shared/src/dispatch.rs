@@ -58,7 +58,8 @@ pub struct Dispatcher<E, Q> {
     queue: Q,
     destinations: Destinations,
     credentials: HashMap<String, Credentials>,
-    tokens: tokio::sync::Mutex<HashMap<String, CachedToken>>,
+    /// One lock per destination: a slow token endpoint holds up its own deliveries only.
+    tokens: HashMap<String, tokio::sync::Mutex<Option<CachedToken>>>,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
 }
@@ -150,12 +151,16 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
             };
             credentials.insert(d.id.clone(), creds);
         }
+        let tokens = destinations
+            .iter()
+            .map(|d| (d.id.clone(), tokio::sync::Mutex::new(None)))
+            .collect();
         Ok(Self {
             events,
             queue,
             destinations,
             credentials,
-            tokens: tokio::sync::Mutex::new(HashMap::new()),
+            tokens,
             http,
             clock,
         })
@@ -216,7 +221,17 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
                 "destination {:?} is no longer configured",
                 job.destination_id
             );
-            return self.give_up(job, reason, None, now, counters).await;
+            // Recorded FAILED, so a later duplicate of the event finds nothing pending to repair.
+            let update = AttemptUpdate {
+                attempt: job.attempt,
+                at_ms: now,
+                status: DeliveryStatus::Failed,
+                outcome: "destination_removed".into(),
+                status_code: None,
+                latency_ms: 0,
+                redrive: job.cycle_start > 1,
+            };
+            return self.give_up(job, reason, Some(update), now, counters).await;
         };
 
         match self
@@ -407,11 +422,14 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
         };
         let creds = self.credentials.get(&destination.id);
         let oauth = creds.and_then(|c| c.oauth.as_ref());
-        let mut refreshed = false;
+        let mut refused: Option<String> = None;
         loop {
             let bearer = match oauth {
                 None => None,
-                Some(client) => match self.token(&destination.id, client, refreshed).await {
+                Some(client) => match self
+                    .token(&destination.id, client, refused.as_deref())
+                    .await
+                {
                     Ok(t) => Some(t),
                     Err(outcome) => return outcome,
                 },
@@ -456,9 +474,12 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
                 }
                 Err(e) => classify(&e),
             };
-            if oauth.is_some() && !refreshed && outcome.status() == Some(401) {
+            if refused.is_none()
+                && outcome.status() == Some(401)
+                && let Some(token) = bearer
+            {
                 // The destination may have rotated or revoked the token before its expiry.
-                refreshed = true;
+                refused = Some(token);
                 continue;
             }
             return outcome;
@@ -466,17 +487,24 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
     }
 
     /// A cached bearer token, fetched (or refreshed) from the destination's token endpoint.
+    /// `refused`: a token the destination just answered 401 to; it is replaced unless another
+    /// delivery already did so while this one waited for the lock.
     async fn token(
         &self,
         destination: &str,
         client: &OAuthClient,
-        force: bool,
+        refused: Option<&str>,
     ) -> Result<String, AttemptOutcome> {
-        let mut cache = self.tokens.lock().await;
+        let Some(slot) = self.tokens.get(destination) else {
+            return Err(AttemptOutcome::Refused(
+                "no token slot for this destination".into(),
+            ));
+        };
+        let mut cache = slot.lock().await;
         let now = self.clock.now_ms();
-        if !force
-            && let Some(cached) = cache.get(destination)
+        if let Some(cached) = cache.as_ref()
             && cached.refresh_at_ms > now
+            && refused != Some(cached.token.as_str())
         {
             return Ok(cached.token.clone());
         }
@@ -523,16 +551,14 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
             .json()
             .await
             .map_err(|_| AttemptOutcome::TokenError("token response is not valid JSON".into()))?;
-        let lifetime_ms = token.expires_in.unwrap_or(300) * 1000;
+        // Bounded: a token endpoint's expires_in is input, not trusted arithmetic.
+        let lifetime_ms = token.expires_in.unwrap_or(300).min(86_400) * 1000;
         // Refresh a minute early (or at half-life for short-lived tokens).
         let margin = (lifetime_ms / 2).min(60_000);
-        cache.insert(
-            destination.to_string(),
-            CachedToken {
-                token: token.access_token.clone(),
-                refresh_at_ms: now + lifetime_ms - margin,
-            },
-        );
+        *cache = Some(CachedToken {
+            token: token.access_token.clone(),
+            refresh_at_ms: now.saturating_add(lifetime_ms - margin),
+        });
         Ok(token.access_token)
     }
 }

@@ -477,20 +477,27 @@ impl<Q: IngestQueue> Intake<Q> {
             // Older documentation: JSON body, JWT in X-Idnow-Signature (required when JWT
             // verification is configured).
             (Some("application/json"), jwt) => {
+                // The signature is checked before the body is read: an unauthenticated caller gets
+                // a 401, never a description of its JSON.
+                let verified_jwt = match jwt {
+                    None => None,
+                    Some(jwt) => {
+                        let Some(token) = header_str(req.headers, IDNOW_SIGNATURE_HEADER) else {
+                            return Reply::rejection(Rejection::Unauthorized(
+                                "X-Idnow-Signature missing",
+                            ));
+                        };
+                        match jwt.verify(token).await {
+                            Ok(v) => Some(v),
+                            Err(r) => return Reply::rejection(r),
+                        }
+                    }
+                };
                 let value = match parse_json(req.body) {
                     Ok(v) => v,
                     Err(e) => return Reply::invalid(e),
                 };
-                if let Some(jwt) = jwt {
-                    let Some(token) = header_str(req.headers, IDNOW_SIGNATURE_HEADER) else {
-                        return Reply::rejection(Rejection::Unauthorized(
-                            "X-Idnow-Signature missing",
-                        ));
-                    };
-                    let verified_jwt = match jwt.verify(token).await {
-                        Ok(v) => v,
-                        Err(r) => return Reply::rejection(r),
-                    };
+                if let Some(verified_jwt) = verified_jwt {
                     if let Err(r) = body_is_covered(&verified_jwt.claims, &value) {
                         return Reply::rejection(r);
                     }
@@ -580,14 +587,19 @@ fn source_and_header(
     Ok(())
 }
 
-/// A signature header must bind the body it came with: by a `data` claim equal to the body, or at
-/// least by a `sub` equal to the body's `eventId`. A valid JWT beside a different body is refused.
+/// A signature header must bind the body it came with: its `data` claim must equal the body (and a
+/// `sub`, if present, the body's `eventId`). A JWT that names only the event id would let a captured
+/// signature authorise any body with that id, so it is refused.
 fn body_is_covered(claims: &serde_json::Map<String, Value>, body: &Value) -> Result<(), Rejection> {
-    let mismatch = Rejection::Unauthorized("signature does not cover this body");
-    match (claims.get("data"), claims.get("sub")) {
-        (Some(data), _) if data == body => Ok(()),
-        (Some(_), _) => Err(mismatch),
-        (None, Some(sub)) if body.get("eventId") == Some(sub) => Ok(()),
-        _ => Err(mismatch),
+    let covered = claims.get("data") == Some(body)
+        && claims
+            .get("sub")
+            .is_none_or(|sub| body.get("eventId") == Some(sub));
+    if covered {
+        Ok(())
+    } else {
+        Err(Rejection::Unauthorized(
+            "signature does not cover this body",
+        ))
     }
 }

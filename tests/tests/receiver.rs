@@ -288,11 +288,25 @@ async fn jwks_is_cached_refreshed_on_unknown_kid_at_most_once_a_minute_and_outag
     assert_eq!(send("receiver/hostile-idnow-unknown-kid.json").await, 200);
     assert_eq!(jwks.hits(), 3);
 
-    // The JWKS host fails: cached keys keep working, unknown kids stay refused.
+    // The JWKS host fails: cached keys keep working; an unknown kid is a 503 (the provider retries),
+    // not a 401 (IDnow drops a 4xx): it may be a rotated key we cannot fetch yet.
     jwks.set_default(Answer::status(500));
     clock.advance_ms(61_000);
     assert_eq!(send("receiver/idnow-jwt-body-rs256.json").await, 200);
     assert_eq!(send("receiver/hostile-idnow-alg-none.json").await, 401);
+    let mut raw = read_json("events/receiver/hostile-idnow-unknown-kid.json");
+    let token = raw["body"].as_str().unwrap().to_string();
+    use base64::Engine;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(r#"{"alg":"RS256","typ":"JWT","kid":"test-key-9"}"#);
+    let rest = token.split_once('.').unwrap().1;
+    raw["body"] = format!("{header}.{rest}").into();
+    let r = apigw::handle(
+        &intake,
+        lambda_http::request::from_str(&raw.to_string()).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 503, "unknown kid while the JWKS host is down");
 
     // A receiver that never fetched the keys cannot verify while the host is down: 503, retry later.
     let fresh = intake_with_clock(&env, &aws, clock.clone());

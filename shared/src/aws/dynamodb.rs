@@ -140,7 +140,10 @@ impl EventStore for DynamoEventStore {
                 else {
                     unreachable!("checked above")
                 };
-                c.item().cloned().unwrap_or_default()
+                // Without the old item the outcome cannot be decided: retry rather than guess.
+                c.item().cloned().ok_or_else(|| {
+                    StoreError("conditional check failed without the existing item".into())
+                })?
             }
             _ => return Err(store_error(err)),
         };

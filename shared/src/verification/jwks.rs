@@ -25,6 +25,7 @@ struct Cache {
     keys: HashMap<String, DecodingKey>,
     fetched_at_ms: Option<u64>,
     last_attempt_ms: Option<u64>,
+    last_fetch_failed: bool,
 }
 
 pub struct JwksCache {
@@ -76,15 +77,24 @@ impl JwksCache {
                     tracing::info!(keys = keys.len(), "JWKS refreshed");
                     cache.keys = keys;
                     cache.fetched_at_ms = Some(now);
+                    cache.last_fetch_failed = false;
                 }
-                // A stale set beats no set while the JWKS host has a bad moment.
-                Err(e) if cache.fetched_at_ms.is_some() => {
-                    tracing::warn!(error = %e, "JWKS refresh failed; using cached keys");
+                Err(e) => {
+                    tracing::warn!(error = %e, "JWKS fetch failed");
+                    cache.last_fetch_failed = true;
                 }
-                Err(e) => return Err(e),
             }
         }
-        Ok(cache.keys.get(kid).cloned())
+        match cache.keys.get(kid) {
+            // A stale key beats none while the JWKS host has a bad moment.
+            Some(key) => Ok(Some(key.clone())),
+            // Without a current key set we cannot tell a forged kid from a rotated key: answer
+            // "unavailable" (the provider retries), never "unauthorized" (IDnow drops a 4xx).
+            None if cache.last_fetch_failed || cache.fetched_at_ms.is_none() => Err(
+                JwksError::Fetch("no current key set (the last fetch failed)".into()),
+            ),
+            None => Ok(None),
+        }
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, JwksError> {
