@@ -48,6 +48,23 @@ fn delivered(at_ms: u64) -> AttemptUpdate {
     }
 }
 
+/// Message m1 claims `e` in DynamoDB and the invocation dies right there (nothing else happened).
+async fn claim_only(aws: &LocalAws, e: &kyc_relay::envelope::Envelope, destinations: &[String]) {
+    let key = event_key(e.provider, &e.event_id);
+    DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE"))
+        .claim(&EventClaim {
+            key: &key,
+            message_id: "m1",
+            payload_hash: &e.payload_hash,
+            destinations,
+            now_ms: T0,
+            lease_until_ms: T0 + 30_000,
+            expires_at_secs: T0 / 1000 + 86_400,
+        })
+        .await
+        .unwrap();
+}
+
 /// Message m1 claims `e` while the delivery queue is unreachable: the claim succeeds, the send
 /// fails, and m1 is reported for redelivery.
 async fn claim_without_sending(
@@ -204,20 +221,7 @@ async fn a_crash_after_the_claim_is_repaired_by_the_redelivered_message() {
     );
 
     // 1. The invocation dies right after its claim (the claim is all that reached DynamoDB).
-    let store = DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE"));
-    let key = event_key(e.provider, &e.event_id);
-    store
-        .claim(&EventClaim {
-            key: &key,
-            message_id: "m1",
-            payload_hash: &e.payload_hash,
-            destinations: &["bi".to_string(), "crm".to_string()],
-            now_ms: T0,
-            lease_until_ms: T0 + 30_000,
-            expires_at_secs: T0 / 1000 + 86_400,
-        })
-        .await
-        .unwrap();
+    claim_only(&aws, &e, &["bi".to_string(), "crm".to_string()]).await;
     let c = consumer(&aws, &clock);
 
     // 2. While the lease runs, the message cannot be processed elsewhere.
@@ -429,20 +433,7 @@ async fn a_session_update_lost_in_a_crash_is_applied_by_a_later_duplicate() {
     let e = idnow_envelope("evt-nodest", "session.created", "sess-nodest", "CREATED", 1);
     // The claiming message recorded an event with no delivery pending, then died before the
     // session update (and went to the ingest DLQ).
-    let store = DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE"));
-    let key = event_key(e.provider, &e.event_id);
-    store
-        .claim(&EventClaim {
-            key: &key,
-            message_id: "m1",
-            payload_hash: &e.payload_hash,
-            destinations: &[],
-            now_ms: T0,
-            lease_until_ms: T0 + 30_000,
-            expires_at_secs: T0 / 1000 + 86_400,
-        })
-        .await
-        .unwrap();
+    claim_only(&aws, &e, &[]).await;
     assert!(
         item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-nodest")
             .await
