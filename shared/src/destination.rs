@@ -35,9 +35,10 @@ pub enum BodyFormat {
     Envelope,
 }
 
+/// The `auth` field as written in the document.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AuthSpec {
+enum AuthSpec {
     /// Standard Webhooks signing with a `whsec_...` secret.
     StandardWebhooks {
         #[serde(default)]
@@ -59,6 +60,56 @@ pub enum AuthSpec {
         audience: Option<String>,
         /// `basic` (default) or `body`.
         #[serde(default)]
+        client_auth: ClientAuth,
+    },
+}
+
+/// A secret as the document names it: a plain value (local use) or an SSM parameter name.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Plain(String),
+    Ssm(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Plain(_) => f.write_str("Secret::Plain(..)"),
+            Secret::Ssm(name) => write!(f, "Secret::Ssm({name:?})"),
+        }
+    }
+}
+
+impl Secret {
+    /// Exactly one of the two forms.
+    fn from_pair(plain: Option<String>, ssm: Option<String>) -> Option<Self> {
+        match (plain, ssm) {
+            (Some(v), None) => Some(Secret::Plain(v)),
+            (None, Some(name)) => Some(Secret::Ssm(name)),
+            _ => None,
+        }
+    }
+
+    pub fn ssm_name(&self) -> Option<&str> {
+        match self {
+            Secret::Ssm(name) => Some(name),
+            Secret::Plain(_) => None,
+        }
+    }
+}
+
+/// A destination's validated authentication.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Standard Webhooks signing with a `whsec_...` secret.
+    StandardWebhooks { secret: Secret },
+    /// OAuth 2.0 client credentials against the destination's token endpoint.
+    Oauth2ClientCredentials {
+        token_url: reqwest::Url,
+        client_id: String,
+        client_secret: Secret,
+        scope: Option<String>,
+        audience: Option<String>,
         client_auth: ClientAuth,
     },
 }
@@ -107,7 +158,7 @@ pub struct Destination {
     pub body: BodyFormat,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub timeout_ms: Option<u64>,
-    pub auth: Option<AuthSpec>,
+    pub auth: Option<Auth>,
 }
 
 impl Destination {
@@ -123,17 +174,12 @@ impl Destination {
 
     /// SSM parameter names of this destination's secrets.
     pub fn ssm_secret_names(&self) -> Vec<String> {
-        match &self.auth {
-            Some(AuthSpec::StandardWebhooks {
-                secret_ssm: Some(n),
-                ..
-            })
-            | Some(AuthSpec::Oauth2ClientCredentials {
-                client_secret_ssm: Some(n),
-                ..
-            }) => vec![n.clone()],
-            _ => vec![],
-        }
+        let secret = match &self.auth {
+            Some(Auth::StandardWebhooks { secret }) => secret,
+            Some(Auth::Oauth2ClientCredentials { client_secret, .. }) => client_secret,
+            None => return vec![],
+        };
+        secret.ssm_name().map(str::to_string).into_iter().collect()
     }
 }
 
@@ -231,38 +277,48 @@ impl Destinations {
                     "must be between 100 and 30000".into(),
                 ));
             }
-            match &raw.auth {
+            let auth = match raw.auth {
+                None => None,
                 Some(AuthSpec::StandardWebhooks { secret, secret_ssm }) => {
-                    if secret.is_some() == secret_ssm.is_some() {
-                        return Err(err(
+                    let secret = Secret::from_pair(secret, secret_ssm).ok_or_else(|| {
+                        err(
                             at("auth"),
                             "set exactly one of secret and secret_ssm".into(),
-                        ));
-                    }
-                    if let Some(s) = secret {
+                        )
+                    })?;
+                    if let Secret::Plain(s) = &secret {
                         crate::signing::SigningSecret::parse(s)
                             .map_err(|m| err(at("auth.secret"), m))?;
                     }
+                    Some(Auth::StandardWebhooks { secret })
                 }
                 Some(AuthSpec::Oauth2ClientCredentials {
                     token_url,
+                    client_id,
                     client_secret,
                     client_secret_ssm,
-                    ..
-                }) => {
-                    validate_outbound_url(
+                    scope,
+                    audience,
+                    client_auth,
+                }) => Some(Auth::Oauth2ClientCredentials {
+                    token_url: validate_outbound_url(
                         &format!("destinations{}", at("auth.token_url")),
-                        token_url,
-                    )?;
-                    if client_secret.is_some() == client_secret_ssm.is_some() {
-                        return Err(err(
-                            at("auth"),
-                            "set exactly one of client_secret and client_secret_ssm".into(),
-                        ));
-                    }
-                }
-                None => {}
-            }
+                        &token_url,
+                    )?,
+                    client_id,
+                    client_secret: Secret::from_pair(client_secret, client_secret_ssm).ok_or_else(
+                        || {
+                            err(
+                                at("auth"),
+                                "set exactly one of client_secret and client_secret_ssm".into(),
+                            )
+                        },
+                    )?,
+                    scope,
+                    audience,
+                    client_auth,
+                }),
+            };
             list.push(Destination {
                 id: raw.id,
                 url,
@@ -272,7 +328,7 @@ impl Destinations {
                 body: raw.body,
                 headers,
                 timeout_ms: raw.timeout_ms,
-                auth: raw.auth,
+                auth,
             });
         }
         Ok(Self { list })

@@ -19,7 +19,7 @@ use crate::config::{ConfigError, SecretSource};
 use crate::delivery::{
     AttemptLog, DeadLetterInfo, DeliveryJob, DeliveryQueue, Scheduled, is_due, sqs_delay_secs,
 };
-use crate::destination::{AuthSpec, BodyFormat, ClientAuth, Destination, Destinations};
+use crate::destination::{Auth, BodyFormat, ClientAuth, Destination, Destinations, Secret};
 use crate::idempotency::{AttemptUpdate, DeliveryStatus, EventStore};
 use crate::retry::{AttemptOutcome, Verdict, parse_retry_after};
 use crate::signing::SigningSecret;
@@ -90,22 +90,15 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
                 ));
             }
         };
-        let secret = |id: &str,
-                      plain: &Option<String>,
-                      ssm: &Option<String>|
-         -> Result<String, ConfigError> {
-            match (plain, ssm) {
-                (Some(v), None) => Ok(v.clone()),
-                (None, Some(name)) => fetched.get(name).cloned().ok_or_else(|| {
+        let secret = |id: &str, secret: &Secret| -> Result<String, ConfigError> {
+            match secret {
+                Secret::Plain(v) => Ok(v.clone()),
+                Secret::Ssm(name) => fetched.get(name).cloned().ok_or_else(|| {
                     ConfigError::new(
                         format!("destinations[{id}].auth"),
                         format!("SSM parameter {name} not found"),
                     )
                 }),
-                _ => Err(ConfigError::new(
-                    format!("destinations[{id}].auth"),
-                    "secret missing",
-                )),
             }
         };
         let mut credentials = HashMap::new();
@@ -115,34 +108,25 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
                     signer: None,
                     oauth: None,
                 },
-                Some(AuthSpec::StandardWebhooks {
-                    secret: plain,
-                    secret_ssm,
-                }) => Credentials {
-                    signer: Some(
-                        SigningSecret::parse(&secret(&d.id, plain, secret_ssm)?).map_err(|m| {
-                            ConfigError::new(format!("destinations[{}].auth.secret", d.id), m)
-                        })?,
-                    ),
+                Some(Auth::StandardWebhooks { secret: s }) => Credentials {
+                    signer: Some(SigningSecret::parse(&secret(&d.id, s)?).map_err(|m| {
+                        ConfigError::new(format!("destinations[{}].auth.secret", d.id), m)
+                    })?),
                     oauth: None,
                 },
-                Some(AuthSpec::Oauth2ClientCredentials {
+                Some(Auth::Oauth2ClientCredentials {
                     token_url,
                     client_id,
                     client_secret,
-                    client_secret_ssm,
                     scope,
                     audience,
                     client_auth,
                 }) => Credentials {
                     signer: None,
                     oauth: Some(OAuthClient {
-                        token_url: crate::config::validate_outbound_url(
-                            &format!("destinations[{}].auth.token_url", d.id),
-                            token_url,
-                        )?,
+                        token_url: token_url.clone(),
                         client_id: client_id.clone(),
-                        client_secret: secret(&d.id, client_secret, client_secret_ssm)?,
+                        client_secret: secret(&d.id, client_secret)?,
                         scope: scope.clone(),
                         audience: audience.clone(),
                         client_auth: *client_auth,
