@@ -73,12 +73,7 @@ impl JwtVerifier {
             _ => return Err(Rejection::Unauthorized("JWT algorithm not accepted")),
         };
 
-        let mut validation = Validation::new(header.alg);
-        // Time claims are checked below against the injected clock.
-        validation.validate_exp = false;
-        validation.required_spec_claims = ["iss", "aud"].iter().map(|s| s.to_string()).collect();
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
+        let validation = validation(header.alg, &self.issuer, &self.audience, None);
         let data = decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
             Rejection::Unauthorized(match e.kind() {
                 ErrorKind::InvalidSignature => "JWT signature invalid",
@@ -95,6 +90,26 @@ impl JwtVerifier {
             check,
         })
     }
+}
+
+/// What jsonwebtoken checks for every JWT we accept: the one algorithm, `iss`, `aud` and, when
+/// given, `sub`. Time claims are left to [`check_times`], against the injected clock.
+pub(crate) fn validation(
+    alg: Algorithm,
+    issuer: &str,
+    audience: &str,
+    subject: Option<&str>,
+) -> Validation {
+    let mut v = Validation::new(alg);
+    v.validate_exp = false;
+    v.required_spec_claims = ["iss", "aud"].iter().map(|s| s.to_string()).collect();
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[audience]);
+    if let Some(sub) = subject {
+        v.required_spec_claims.insert("sub".into());
+        v.sub = Some(sub.to_string());
+    }
+    v
 }
 
 /// `exp` (required), `nbf` (optional) and `iat` (required when `require_iat`), with leeway.

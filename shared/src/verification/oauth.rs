@@ -6,12 +6,12 @@
 //! `iat`, `exp`, `jti`). Verifying them needs no storage: any receiver instance checks the
 //! signature, issuer, audience, subject and expiry.
 
-use super::jwt::check_times;
+use super::jwt::{check_times, validation};
 use super::{Check, Rejection, digests_equal, secret_digest};
 use crate::clock::Clock;
 use crate::config::ConfigError;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, decode, encode};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -221,15 +221,12 @@ impl TokenIssuer {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim())
             .ok_or(Rejection::Unauthorized("bearer token missing"))?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.validate_exp = false;
-        validation.required_spec_claims = ["iss", "aud", "sub"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.sub = Some(self.client_id.clone());
+        let validation = validation(
+            Algorithm::HS256,
+            &self.issuer,
+            &self.audience,
+            Some(&self.client_id),
+        );
         let data = decode::<Map<String, Value>>(token, &self.decoding, &validation)
             .map_err(|_| Rejection::Unauthorized("bearer token invalid"))?;
         check_times(&data.claims, self.clock.now_secs(), LEEWAY_SECS, true)?;
