@@ -335,6 +335,7 @@ def incode_envelope(slug, body):
     status = body.get("onboardingStatus") or (body.get("eventType") or body.get("event_type") or "").upper() or None
     env = {"v": 1, "provider": "incode", "event_type": event_type, "event_id": "inc_" + payload_hash[:32],
            "session_id": body.get("interviewId"), "payload_hash": payload_hash, "received_at_ms": IAT * 1000,
+           "intake_id": sha256_parts("sample-intake", payload_hash)[:32],
            "verified_by": ["source_ip", "shared_header", "bearer_token"], "request_id": "sample-request-id",
            "content_type": "application/json", "raw_body": json.dumps(body), "event": body}
     if status:
@@ -347,7 +348,8 @@ def idnow_envelope(event):
     payload_hash = sha256_parts("idnow", canonical(stable))
     return {"v": 1, "provider": "idnow", "event_type": event["eventName"], "event_id": event["eventId"],
             "session_id": event["payload"]["sessionId"], "status": event["payload"]["sessionStatus"].upper(),
-            "payload_hash": payload_hash, "received_at_ms": IAT * 1000, "verified_by": ["source_ip", "jwt_rs256"],
+            "payload_hash": payload_hash, "received_at_ms": IAT * 1000,
+            "intake_id": sha256_parts("sample-intake", payload_hash)[:32], "verified_by": ["source_ip", "jwt_rs256"],
             "request_id": "sample-request-id", "content_type": "application/json", "raw_body": json.dumps(event),
             "event": event}
 
@@ -383,7 +385,7 @@ onboarding = incode_envelope("onboarding-status", INCODE_BODIES["onboarding-stat
 completed_env = idnow_envelope(IDNOW_EVENT)
 created_env = idnow_envelope(created)
 write_sqs("consumer", "incode-onboarding-status", sqs_event("ingest", [onboarding], 1), [],
-          "one new Incode event: claimed, session updated, jobs sent", consumer_manifest)
+          "one new Incode event: claimed, archived, jobs sent", consumer_manifest)
 write_sqs("consumer", "idnow-out-of-order", sqs_event("ingest", [completed_env, created_env], 2), [],
           "session.completed before session.created: the session ends COMPLETED", consumer_manifest)
 write_sqs("consumer", "duplicate-in-batch", sqs_event("ingest", [onboarding, onboarding], 3), [],
@@ -393,11 +395,21 @@ write_sqs("consumer", "malformed-envelope", sqs_event("ingest", ["not an envelop
           "a malformed record is reported as a batch item failure (it ends in the ingest DLQ)", consumer_manifest)
 
 
+def record_key(envelope):
+    """The records table's key of an event (shared/src/records/mod.rs)."""
+    eid = envelope["event_id"]
+    if envelope.get("session_id"):
+        pk = f"s#{envelope['provider']}#{envelope['session_id']}"
+    else:
+        pk = f"e#{envelope['provider']}#{eid}"
+    return pk, f"ev#{len(eid.encode())}#{eid}"
+
+
 def job(envelope, attempt=1, due=IAT * 1000, history=(), dead_letter=None, destination="demo"):
-    key = f"{envelope['provider']}#{envelope['event_id']}"
-    j = {"v": 1, "delivery_id": "dlv_" + sha256_parts(key, destination)[:32], "destination_id": destination,
-         "event_key": key, "attempt": attempt, "cycle_start": 1, "due_at_ms": due, "history": list(history),
-         "envelope": envelope}
+    pk, sk = record_key(envelope)
+    j = {"v": 2, "delivery_id": "dlv_" + sha256_parts(pk, sk, destination)[:32], "destination_id": destination,
+         "attempt": attempt, "cycle_start": 1, "due_at_ms": due, "generation": 0,
+         "expires_at_secs": FAR, "history": list(history), "envelope": envelope}
     if dead_letter:
         j["dead_letter"] = dead_letter
     return j
@@ -407,8 +419,8 @@ write_sqs("dispatcher", "first-attempt", sqs_event("delivery", [job(onboarding)]
           "first attempt of a delivery to the demo destination", dispatcher_manifest)
 write_sqs("dispatcher", "chained-delay", sqs_event("delivery", [job(completed_env, attempt=6, due=FAR * 1000)], 6), [],
           "a job due far in the future arrives early: re-enqueued (900 s), no attempt", dispatcher_manifest)
-failed_history = [{"attempt": n, "at_ms": IAT * 1000 + n, "outcome": "http_503", "status_code": 503, "latency_ms": 12}
-                  for n in range(1, 5)]
+failed_history = [{"attempt": n, "at_ms": IAT * 1000 + n, "outcome": "http_503", "status_code": 503,
+                   "latency_ms": 12, "cycle": 1} for n in range(1, 5)]
 write_sqs("dispatcher", "redriven-from-dlq",
           sqs_event("delivery", [job(created_env, attempt=4, history=failed_history,
                                      dead_letter={"reason": "http_503 after 4 attempts: retries exhausted",

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Local AWS for the relay: a moto server with the SQS queues and DynamoDB tables of template.yaml.
+"""Local AWS for the relay: a moto server with the SQS queues, DynamoDB tables and S3 buckets of
+template.yaml.
 
-The queues and tables are read from template.yaml (AWS::SQS::Queue and AWS::DynamoDB::Table
-resources), so the local set-up cannot drift from the deployed one. Each resource is exported under
-an environment variable named after its logical ID: IngestQueue -> INGEST_QUEUE_URL,
-IngestDLQ -> INGEST_DLQ_URL, EventsTable -> EVENTS_TABLE.
+The queues, tables and buckets are read from template.yaml (AWS::SQS::Queue, AWS::DynamoDB::Table
+and AWS::S3::Bucket resources, with the template's conditions evaluated on the parameters' defaults),
+so the local set-up cannot drift from the deployed one. Each resource is exported under an
+environment variable named after its logical ID: IngestQueue -> INGEST_QUEUE_URL,
+IngestDLQ -> INGEST_DLQ_URL, RecordsTable -> RECORDS_TABLE, ArchiveBucket -> ARCHIVE_BUCKET.
 
   up      start moto_server on a free port, create the resources, print `export` lines;
           stay in the foreground until SIGINT/SIGTERM (then stop moto), or --detach.
@@ -73,17 +75,42 @@ class Template:
         self.doc = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
         self.resources: dict = self.doc.get("Resources", {})
         self.params = {k: v.get("Default") for k, v in self.doc.get("Parameters", {}).items()}
+        self.mappings: dict = self.doc.get("Mappings", {})
+        self.conditions: dict = self.doc.get("Conditions", {})
         self.pseudo = {
             "AWS::StackName": stack_name,
             "AWS::Region": region,
             "AWS::AccountId": ACCOUNT_ID,
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": None,
         }
         self.attrs: dict[str, dict[str, str]] = {}  # logical id -> attributes of created resources
 
     def of_type(self, cfn_type: str) -> dict:
-        return {k: v.get("Properties", {}) for k, v in self.resources.items() if v.get("Type") == cfn_type}
+        """Properties of the resources of a type whose Condition (if any) holds."""
+        return {
+            k: v.get("Properties", {})
+            for k, v in self.resources.items()
+            if v.get("Type") == cfn_type and ("Condition" not in v or self.condition(v["Condition"]))
+        }
+
+    def condition(self, name: str) -> bool:
+        return self._truth(self.conditions[name])
+
+    def _truth(self, expr) -> bool:
+        (key, arg), = expr.items()
+        if key in ("Condition", "Fn::Condition"):  # the short tag !Condition loads as Fn::Condition
+            return self.condition(arg)
+        if key == "Fn::Equals":
+            return str(self.resolve(arg[0])) == str(self.resolve(arg[1]))
+        if key == "Fn::Not":
+            return not self._truth(arg[0])
+        if key == "Fn::And":
+            return all(self._truth(a) for a in arg)
+        if key == "Fn::Or":
+            return any(self._truth(a) for a in arg)
+        raise ValueError(f"unsupported condition function {key}")
 
     def _ref(self, name: str) -> str:
         if name in self.pseudo:
@@ -120,6 +147,11 @@ class Template:
                 return re.sub(r"\$\{([^}!]+)\}", sub, text).replace("${!", "${")
             if key == "Fn::Join":
                 return arg[0].join(str(v) for v in self.resolve(arg[1]))
+            if key == "Fn::FindInMap":
+                m, top, second = (self.resolve(a) for a in arg)
+                return self.mappings[m][top][second]
+            if key == "Fn::If":
+                return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
             if key.startswith("Fn::"):
                 raise ValueError(f"unsupported intrinsic {key} in a queue/table property")
         return {k: self.resolve(v) for k, v in value.items()}
@@ -206,6 +238,51 @@ def create_tables(tpl: Template, ddb) -> dict[str, str]:
     return env
 
 
+def create_buckets(tpl: Template, s3) -> dict[str, str]:
+    """Buckets get a local name (CloudFormation would generate one); encryption, public access block
+    and lifecycle rules are applied as the template declares them (moto stores them)."""
+    env = {}
+    for lid, props in tpl.of_type("AWS::S3::Bucket").items():
+        name = tpl.resolve(props.get("BucketName") or f"{tpl.pseudo['AWS::StackName']}-{lid.lower()}")
+        try:
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": tpl.pseudo["AWS::Region"]})
+        except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+            pass
+        enc = tpl.resolve(props.get("BucketEncryption"))
+        if enc:
+            rules = [
+                {k: v for k, v in r.items() if v is not None}
+                for r in enc["ServerSideEncryptionConfiguration"]
+            ]
+            for r in rules:
+                r["ApplyServerSideEncryptionByDefault"] = {
+                    k: v for k, v in r.pop("ServerSideEncryptionByDefault").items() if v is not None
+                }
+                if r.get("BucketKeyEnabled") is None:
+                    r.pop("BucketKeyEnabled", None)
+            s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+        pab = tpl.resolve(props.get("PublicAccessBlockConfiguration"))
+        if pab:
+            s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=pab)
+        lifecycle = tpl.resolve(props.get("LifecycleConfiguration"))
+        if lifecycle:
+            rules = []
+            for r in lifecycle["Rules"]:
+                rule = {"ID": r["Id"], "Status": r["Status"], "Filter": {"Prefix": r.get("Prefix", "")}}
+                if "ExpirationInDays" in r:
+                    rule["Expiration"] = {"Days": int(r["ExpirationInDays"])}
+                if "AbortIncompleteMultipartUpload" in r:
+                    rule["AbortIncompleteMultipartUpload"] = {
+                        "DaysAfterInitiation": int(r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+                    }
+                rules.append(rule)
+            s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
+        tpl.attrs[lid] = {"Ref": name, "Arn": f"arn:aws:s3:::{name}"}
+        env[snake(lid)] = name
+        log(f"bucket {name}: encryption={bool(enc)}, lifecycle={bool(lifecycle)}")
+    return env
+
+
 def provision(endpoint: str, args) -> dict[str, str]:
     tpl = Template(Path(args.template), args.stack_name, args.region)
     session = boto3.session.Session(region_name=args.region, **CREDENTIALS)
@@ -218,6 +295,7 @@ def provision(endpoint: str, args) -> dict[str, str]:
     }
     env |= create_queues(tpl, session.client("sqs", endpoint_url=endpoint))
     env |= create_tables(tpl, session.client("dynamodb", endpoint_url=endpoint))
+    env |= create_buckets(tpl, session.client("s3", endpoint_url=endpoint))
     return env
 
 

@@ -195,6 +195,10 @@ const RESERVED_HEADERS: &[&str] = &[
     "webhook-signature",
 ];
 
+/// At most this many destinations (ARCHITECTURE.md §3: the claim item lists them, and its size
+/// decides its write units).
+pub const MAX_DESTINATIONS: usize = 10;
+
 #[derive(Debug, Clone, Default)]
 pub struct Destinations {
     list: Vec<Destination>,
@@ -214,6 +218,12 @@ impl Destinations {
                 ),
             )
         })?;
+        if doc.destinations.len() > MAX_DESTINATIONS {
+            return Err(err(
+                String::new(),
+                format!("at most {MAX_DESTINATIONS} destinations"),
+            ));
+        }
         let mut seen = HashSet::new();
         let mut list = Vec::with_capacity(doc.destinations.len());
         for (i, raw) in doc.destinations.into_iter().enumerate() {
@@ -397,6 +407,14 @@ impl Destinations {
 
     pub fn iter(&self) -> impl Iterator<Item = &Destination> {
         self.list.iter()
+    }
+
+    /// The destination with the longest retry schedule, and its length.
+    pub fn longest_chain(&self) -> Option<(&str, std::time::Duration)> {
+        self.list
+            .iter()
+            .map(|d| (d.id.as_str(), d.retry.total_schedule()))
+            .max_by_key(|(_, t)| *t)
     }
 
     /// All SSM parameter names the destinations' secrets live in.

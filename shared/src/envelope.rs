@@ -25,6 +25,10 @@ pub struct Envelope {
     pub payload_hash: String,
     /// Milliseconds since the Unix epoch when the receiver accepted the request.
     pub received_at_ms: u64,
+    /// Unique per accepted request (128 random bits, hex). Every SQS copy of the request's message
+    /// carries it, a provider retry has its own: the consumer tells the event's owner by it.
+    #[serde(default)]
+    pub intake_id: String,
     /// The checks that authenticated the request.
     pub verified_by: Vec<Check>,
     /// Incode: the type segment of the URL when it named a type this version does not know.
@@ -62,6 +66,7 @@ impl Envelope {
             status: parsed.status,
             payload_hash: parsed.payload_hash,
             received_at_ms: received.received_at_ms,
+            intake_id: new_intake_id(),
             verified_by: received.verified_by,
             type_hint: received.type_hint.map(str::to_string),
             request_id: received.request_id.map(str::to_string),
@@ -69,5 +74,44 @@ impl Envelope {
             raw_body: received.raw_body.to_string(),
             event: parsed.event,
         }
+    }
+}
+
+/// A fresh intake id. Not a secret: it only has to differ between requests (a collision would make
+/// a provider retry look like a copy of the first message, which the consumer also handles safely).
+pub fn new_intake_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// Envelopes for the library's unit tests (the integration tests have their own builders).
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub fn idnow(event_id: &str, session_id: &str) -> Envelope {
+        idnow_with(event_id, session_id, "session.completed", "COMPLETED")
+    }
+
+    pub fn idnow_with(event_id: &str, session_id: &str, name: &str, status: &str) -> Envelope {
+        let event = serde_json::json!({
+            "eventId": event_id, "eventDeliverId": format!("d-{event_id}"), "eventVersion": "1.0",
+            "eventName": name, "eventSequence": 1, "createdAt": "2026-11-18T08:53:20Z",
+            "environment": "test",
+            "payload": {"flowId": "flow-1", "sessionId": session_id, "sessionStatus": status}
+        });
+        let parsed = crate::provider::idnow::parse(&event).expect("valid IDnow event");
+        let raw = event.to_string();
+        Envelope::new(
+            parsed,
+            Received {
+                provider: Provider::Idnow,
+                received_at_ms: 1_800_000_000_000,
+                verified_by: vec![Check::JwtRs256],
+                type_hint: None,
+                request_id: None,
+                content_type: "application/json",
+                raw_body: &raw,
+            },
+        )
     }
 }

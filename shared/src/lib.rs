@@ -5,6 +5,7 @@
 //! module holds the adapters (SQS, DynamoDB, SSM, API Gateway) and is the only place AWS types appear.
 //! The Lambda `main.rs` files only wire the two together.
 
+pub mod archive;
 pub mod aws;
 pub mod clock;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod intake;
 pub mod processing;
 pub mod provider;
 pub mod queue;
+pub mod records;
 pub mod retry;
 pub mod signing;
 pub mod telemetry;

@@ -134,6 +134,18 @@ impl RetryPolicy {
         })
     }
 
+    /// The whole schedule's length: the sum of every delay (jitter only shortens a delay).
+    pub fn total_schedule(&self) -> Duration {
+        (1..=self.max_retries)
+            .map(|n| {
+                let factor = self.multiplier.powi(n as i32 - 1);
+                Duration::from_secs_f64(
+                    (self.initial.as_secs_f64() * factor).min(self.max_interval.as_secs_f64()),
+                )
+            })
+            .sum()
+    }
+
     pub fn is_success(&self, outcome: &AttemptOutcome) -> bool {
         let AttemptOutcome::Response {
             status,

@@ -17,12 +17,12 @@
 use integration_tests::counting::Calls;
 use integration_tests::{LocalAws, incode_envelope, read_json, repo_root};
 use kyc_relay::aws::apigw;
-use kyc_relay::aws::dynamodb::{DynamoEventStore, DynamoSessionStore};
+use kyc_relay::aws::dynamodb::DynamoRecords;
 use kyc_relay::aws::sqs::{SqsDeliveryQueue, SqsIngestQueue};
 use kyc_relay::clock::{Clock, SystemClock};
 use kyc_relay::destination::Destinations;
 use kyc_relay::intake::Intake;
-use kyc_relay::processing::{IngestRecord, Processor, ProcessorSettings};
+use kyc_relay::processing::{IngestRecord, Processor, RecordLifetime};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -215,19 +215,27 @@ async fn consumer_cpu(n: usize, batch: usize) {
     let (sqs, ddb) = calls.clients(&aws.sdk);
     let destinations = r#"{"destinations": [{"id": "crm", "url": "https://crm.internal.example/hook", "retry_policy": "incode"}]}"#;
     let consumer = Processor {
-        events: DynamoEventStore::from_client(ddb.clone(), aws.get("EVENTS_TABLE")),
-        sessions: DynamoSessionStore::from_client(ddb.clone(), aws.get("SESSIONS_TABLE")),
-        queue: SqsDeliveryQueue::from_client(sqs.clone(), aws.get("DELIVERY_QUEUE_URL"), None),
+        store: DynamoRecords::from_client(
+            ddb.clone(),
+            aws.get("RECORDS_TABLE"),
+            Arc::new(SystemClock),
+        ),
+        queue: SqsDeliveryQueue::from_client(
+            sqs.clone(),
+            aws.get("DELIVERY_QUEUE_URL"),
+            None,
+            None,
+        ),
+        // The Python peer keeps no archive either.
+        archive: kyc_relay::archive::Off,
         destinations: Destinations::parse(destinations).unwrap(),
         clock: Arc::new(SystemClock),
-        settings: ProcessorSettings {
-            idempotency_ttl_secs: 7 * 86_400,
-            session_ttl_secs: 90 * 86_400,
-            orphan_after_secs: 3600,
+        lifetime: RecordLifetime {
+            ttl_secs: 30 * 86_400,
         },
     };
     // One warm-up batch, then n events: each a new Incode interview reaching ONBOARDING_FINISHED
-    // (claim + session update + one delivery job).
+    // (claim + one delivery job).
     let records: Vec<IngestRecord> = (0..batch + n)
         .map(|i| {
             let e = incode_envelope(&format!("cpu-{i:06}"), "ONBOARDING_FINISHED");
@@ -254,12 +262,17 @@ async fn consumer_cpu(n: usize, batch: usize) {
 
     let deadline = || SystemClock.now_ms() + 60_000;
     let (warmup, measured) = records.split_at(batch);
-    assert!(consumer.process_batch(warmup, deadline()).await.is_empty());
+    assert!(
+        consumer
+            .process_batch(warmup, deadline(), "warmup")
+            .await
+            .is_empty()
+    );
     calls.0.lock().unwrap().clear();
 
     let (cpu0, ru0, t0) = (process_cpu(), rusage(), Instant::now());
     for chunk in measured.chunks(batch) {
-        let failed = consumer.process_batch(chunk, deadline()).await;
+        let failed = consumer.process_batch(chunk, deadline(), "bench").await;
         assert!(failed.is_empty(), "{failed:?}");
     }
     let (wall, cpu, ru1) = (t0.elapsed(), process_cpu() - cpu0, rusage());

@@ -51,6 +51,19 @@ impl Calls {
     }
 }
 
+impl Calls {
+    /// An S3 client on `sdk` that counts its calls here.
+    pub fn s3_client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(sdk)
+                .interceptor(self.clone())
+                // moto serves buckets by path, not by virtual host.
+                .force_path_style(true)
+                .build(),
+        )
+    }
+}
+
 impl Intercept for Calls {
     fn name(&self) -> &'static str {
         "CallCounter"

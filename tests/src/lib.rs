@@ -246,18 +246,22 @@ pub fn record(
     }
 }
 
-/// Reads one item of a table by its `pk`.
+/// Reads one item of the records table by its key.
 pub async fn item(
     aws: &LocalAws,
-    table: &str,
     pk: &str,
+    sk: &str,
 ) -> Option<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
     aws.ddb
         .get_item()
-        .table_name(table)
+        .table_name(aws.get("RECORDS_TABLE"))
         .key(
             "pk",
             aws_sdk_dynamodb::types::AttributeValue::S(pk.to_string()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(sk.to_string()),
         )
         .consistent_read(true)
         .send()
@@ -304,70 +308,115 @@ pub fn with_vars(
     vars
 }
 
-/// Idempotency settings for tests (production defaults where they matter).
-pub fn test_settings() -> kyc_relay::processing::ProcessorSettings {
-    kyc_relay::processing::ProcessorSettings {
-        idempotency_ttl_secs: 7 * 86_400,
-        session_ttl_secs: 90 * 86_400,
-        orphan_after_secs: 900,
+/// The records' lifetime as deployed (30 days).
+pub fn test_lifetime() -> kyc_relay::processing::RecordLifetime {
+    kyc_relay::processing::RecordLifetime {
+        ttl_secs: 30 * 86_400,
     }
 }
 
+/// The records table of this stack.
+pub fn records(
+    aws: &LocalAws,
+    clock: std::sync::Arc<dyn kyc_relay::clock::Clock>,
+) -> kyc_relay::aws::dynamodb::DynamoRecords {
+    kyc_relay::aws::dynamodb::DynamoRecords::new(&aws.sdk, aws.get("RECORDS_TABLE"), clock)
+}
+
+/// The archive bucket of this stack.
+pub fn archive(aws: &LocalAws) -> kyc_relay::aws::s3::S3Archive {
+    kyc_relay::aws::s3::S3Archive::new(&aws.sdk, aws.get("ARCHIVE_BUCKET"))
+}
+
 pub type TestConsumer = kyc_relay::processing::Processor<
-    kyc_relay::aws::dynamodb::DynamoEventStore,
-    kyc_relay::aws::dynamodb::DynamoSessionStore,
+    kyc_relay::aws::dynamodb::DynamoRecords,
     kyc_relay::aws::sqs::SqsDeliveryQueue,
+    kyc_relay::aws::s3::S3Archive,
 >;
 
-/// The consumer with the real adapters on this stack's tables and delivery queue.
+/// The consumer with the real adapters on this stack's table, bucket and delivery queue.
 pub fn consumer_for(
     aws: &LocalAws,
     destinations: &str,
     clock: std::sync::Arc<dyn kyc_relay::clock::Clock>,
 ) -> TestConsumer {
     kyc_relay::processing::Processor {
-        events: kyc_relay::aws::dynamodb::DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
-        sessions: kyc_relay::aws::dynamodb::DynamoSessionStore::new(
-            &aws.sdk,
-            aws.get("SESSIONS_TABLE"),
-        ),
+        store: records(aws, clock.clone()),
         queue: kyc_relay::aws::sqs::SqsDeliveryQueue::new(
             &aws.sdk,
             aws.get("DELIVERY_QUEUE_URL"),
             None,
+            None,
         ),
+        archive: archive(aws),
         destinations: kyc_relay::destination::Destinations::parse(destinations)
             .expect("valid destinations"),
         clock,
-        settings: test_settings(),
+        lifetime: test_lifetime(),
     }
 }
 
-/// The delivery queue adapter with the delivery DLQ, as the dispatcher uses it.
+/// The delivery queues (both lanes) with the delivery DLQ, as the dispatcher uses them.
 pub fn delivery_queue(aws: &LocalAws) -> kyc_relay::aws::sqs::SqsDeliveryQueue {
     kyc_relay::aws::sqs::SqsDeliveryQueue::new(
         &aws.sdk,
         aws.get("DELIVERY_QUEUE_URL"),
+        Some(aws.get("RETRY_QUEUE_URL").to_string()),
         Some(aws.get("DELIVERY_DLQ_URL").to_string()),
     )
 }
 
-/// The dispatcher with the real events table, the given queue adapter and plain-value secrets.
+pub type TestDispatcher<Q> = kyc_relay::dispatch::Dispatcher<
+    kyc_relay::aws::dynamodb::DynamoRecords,
+    Q,
+    kyc_relay::dispatch::transport::HttpTransport,
+>;
+
+/// The dispatcher with the real records table, the given queue adapter, real HTTP and plain-value
+/// secrets. It reads the destinations' state on every batch (tests change it between batches).
 pub async fn dispatcher_for<Q: kyc_relay::delivery::DeliveryQueue>(
     aws: &LocalAws,
     queue: Q,
     destinations: &str,
     clock: std::sync::Arc<dyn kyc_relay::clock::Clock>,
-) -> kyc_relay::dispatch::Dispatcher<kyc_relay::aws::dynamodb::DynamoEventStore, Q> {
-    let no_ssm: Option<&kyc_relay::aws::ssm::SsmSecrets> = None;
-    kyc_relay::dispatch::Dispatcher::new(
-        kyc_relay::aws::dynamodb::DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
+) -> TestDispatcher<Q> {
+    dispatcher_with(
+        aws,
         queue,
-        kyc_relay::destination::Destinations::parse(destinations).expect("valid destinations"),
-        no_ssm,
-        kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(5)).unwrap(),
+        destinations,
         clock,
+        kyc_relay::dispatch::DispatcherSettings {
+            state_cache: Duration::ZERO,
+            ..Default::default()
+        },
     )
     .await
-    .expect("dispatcher")
+}
+
+/// [`dispatcher_for`] with other settings.
+pub async fn dispatcher_with<Q: kyc_relay::delivery::DeliveryQueue>(
+    aws: &LocalAws,
+    queue: Q,
+    destinations: &str,
+    clock: std::sync::Arc<dyn kyc_relay::clock::Clock>,
+    settings: kyc_relay::dispatch::DispatcherSettings,
+) -> TestDispatcher<Q> {
+    let no_ssm: Option<&kyc_relay::aws::ssm::SsmSecrets> = None;
+    let destinations =
+        kyc_relay::destination::Destinations::parse(destinations).expect("valid destinations");
+    let vault =
+        kyc_relay::dispatch::credentials::Vault::resolve(&destinations, no_ssm, clock.clone())
+            .await
+            .expect("secrets");
+    kyc_relay::dispatch::Dispatcher::new(
+        records(aws, clock.clone()),
+        queue,
+        kyc_relay::dispatch::transport::HttpTransport(
+            kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(5)).unwrap(),
+        ),
+        destinations,
+        vault,
+        settings,
+        clock,
+    )
 }

@@ -1,18 +1,19 @@
-//! The consumer against the emulator's DynamoDB and SQS: exactly-once claims, session state that
-//! only moves forward, one delivery job per subscribed destination, and repair after a crash.
+//! The consumer against the emulator's DynamoDB, S3 and SQS: exactly-once claims, the archive, one
+//! delivery job per subscribed destination, repair after a crash, and item sizes within the write
+//! units ARCHITECTURE.md §3 claims. (The decision logic is unit-tested in memory in
+//! `shared/src/processing.rs`; here the real adapters are exercised end to end.)
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use integration_tests::{LocalAws, idnow_envelope, incode_envelope, item, record};
-use kyc_relay::aws::dynamodb::{DynamoEventStore, DynamoSessionStore};
-use kyc_relay::aws::sqs::SqsDeliveryQueue;
-use kyc_relay::clock::ManualClock;
+use integration_tests::{
+    LocalAws, TestConsumer, archive, consumer_for, idnow_envelope, incode_envelope, item, record,
+    records,
+};
+use kyc_relay::archive::ArchiveStore;
+use kyc_relay::clock::{Clock, ManualClock};
 use kyc_relay::delivery::DeliveryJob;
-use kyc_relay::destination::Destinations;
-use kyc_relay::idempotency::{AttemptUpdate, DeliveryStatus, EventClaim, EventStore, event_key};
-use kyc_relay::processing::{Processor, ProcessorSettings};
+use kyc_relay::envelope::{Envelope, new_intake_id};
+use kyc_relay::records::{EventKey, RecordReader, session_status};
+use std::collections::HashMap;
 use std::sync::Arc;
-
-type Consumer = Processor<DynamoEventStore, DynamoSessionStore, SqsDeliveryQueue>;
 
 const T0: u64 = 1_795_000_000_000;
 const DESTINATIONS: &str = r#"{"destinations": [
@@ -21,169 +22,84 @@ const DESTINATIONS: &str = r#"{"destinations": [
    "providers": ["idnow"], "event_types": ["session.completed"]}
 ]}"#;
 
-fn consumer_with_queue(aws: &LocalAws, clock: &ManualClock, queue_url: &str) -> Consumer {
-    Processor {
-        events: DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
-        sessions: DynamoSessionStore::new(&aws.sdk, aws.get("SESSIONS_TABLE")),
-        queue: SqsDeliveryQueue::new(&aws.sdk, queue_url, None),
-        destinations: Destinations::parse(DESTINATIONS).unwrap(),
-        clock: Arc::new(clock.clone()),
-        settings: ProcessorSettings {
-            idempotency_ttl_secs: 7 * 86_400,
-            session_ttl_secs: 90 * 86_400,
-            orphan_after_secs: 3600,
-        },
-    }
-}
-
-fn delivered(at_ms: u64) -> AttemptUpdate {
-    AttemptUpdate {
-        attempt: 1,
-        at_ms,
-        status: DeliveryStatus::Delivered,
-        outcome: "http_200".into(),
-        status_code: Some(200),
-        latency_ms: 5,
-        redrive: false,
-    }
-}
-
-/// Message m1 claims `e` in DynamoDB and the invocation dies right there (nothing else happened).
-async fn claim_only(aws: &LocalAws, e: &kyc_relay::envelope::Envelope, destinations: &[String]) {
-    let key = event_key(e.provider, &e.event_id);
-    DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE"))
-        .claim(&EventClaim {
-            key: &key,
-            message_id: "m1",
-            payload_hash: &e.payload_hash,
-            destinations,
-            now_ms: T0,
-            lease_until_ms: T0 + 30_000,
-            expires_at_secs: T0 / 1000 + 86_400,
-        })
-        .await
-        .unwrap();
-}
-
-/// Message m1 claims `e` while the delivery queue is unreachable: the claim succeeds, the send
-/// fails, and m1 is reported for redelivery.
-async fn claim_without_sending(
-    aws: &LocalAws,
-    clock: &ManualClock,
-    e: &kyc_relay::envelope::Envelope,
-) {
-    let broken = consumer_with_queue(
-        aws,
-        clock,
-        &format!("{}-gone", aws.get("DELIVERY_QUEUE_URL")),
-    );
-    assert_eq!(
-        broken.process_batch(&[record("m1", e)], T0 + 30_000).await,
-        ["m1"]
-    );
-}
-
-fn consumer(aws: &LocalAws, clock: &ManualClock) -> Consumer {
-    consumer_with_queue(aws, clock, aws.get("DELIVERY_QUEUE_URL"))
+fn consumer(aws: &LocalAws, clock: &ManualClock) -> TestConsumer {
+    consumer_for(aws, DESTINATIONS, Arc::new(clock.clone()))
 }
 
 async fn jobs(aws: &LocalAws) -> Vec<DeliveryJob> {
     aws.drain(aws.get("DELIVERY_QUEUE_URL"))
         .await
         .iter()
-        .map(|m| serde_json::from_str(m.body().unwrap()).expect("delivery job"))
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
         .collect()
 }
 
-fn n(item: &std::collections::HashMap<String, AttributeValue>, key: &str) -> u64 {
-    item[key].as_n().unwrap().parse().unwrap()
+/// A provider retry: the same event in another request (another intake id).
+fn retry_of(e: &Envelope) -> Envelope {
+    let mut r = e.clone();
+    r.intake_id = new_intake_id();
+    r
 }
 
-fn s<'a>(item: &'a std::collections::HashMap<String, AttributeValue>, key: &str) -> &'a str {
-    item[key].as_s().unwrap()
-}
-
-fn delivery_status(item: &std::collections::HashMap<String, AttributeValue>, dest: &str) -> String {
-    item["deliveries"].as_m().unwrap()[dest].as_m().unwrap()["status"]
-        .as_s()
-        .unwrap()
-        .clone()
+async fn archived(aws: &LocalAws) -> Vec<Envelope> {
+    let a = archive(aws);
+    let mut out = Vec::new();
+    for key in a.list("events/", None).await.unwrap() {
+        out.extend(kyc_relay::archive::decode(&a.get(&key).await.unwrap().unwrap()).0);
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_event_twice_in_one_batch_and_in_two_batches_is_processed_once() {
+async fn the_same_event_in_one_batch_and_as_a_provider_retry_is_processed_once() {
     let aws = LocalAws::provision().await;
     let clock = ManualClock::at_ms(T0);
     let c = consumer(&aws, &clock);
     let e = idnow_envelope("evt-dup", "session.completed", "sess-1", "COMPLETED", 4);
 
     let failed = c
-        .process_batch(&[record("m1", &e), record("m2", &e)], T0 + 30_000)
+        .process_batch(&[record("m1", &e), record("m2", &e)], T0 + 30_000, "b1")
         .await;
     assert!(failed.is_empty(), "{failed:?}");
     let first = jobs(&aws).await;
     let mut dests: Vec<&str> = first.iter().map(|j| j.destination_id.as_str()).collect();
     dests.sort();
     assert_eq!(dests, ["bi", "crm"], "one job per subscribed destination");
+    assert!(first.iter().all(|j| j.attempt == 1 && j.generation == 0));
+
+    // The archive holds the envelope once, the raw body byte for byte, and the record names it.
+    let kept = archived(&aws).await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].raw_body, e.raw_body);
+    let store = records(&aws, Arc::new(clock.clone()));
+    let read = store.event(&EventKey::of(&e)).await.unwrap().unwrap();
+    assert_eq!(read.event.archive.len(), 1);
     assert!(
-        first
-            .iter()
-            .all(|j| j.attempt == 1 && j.event_key == "idnow#evt-dup")
+        archive(&aws)
+            .get(&read.event.archive[0])
+            .await
+            .unwrap()
+            .is_some()
     );
 
-    let session = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-1")
+    // A provider retry later, its deliveries still waiting in a backlog: acknowledged at once (it
+    // would otherwise come back until it reached the DLQ), nothing sent, nothing archived again.
+    clock.advance_ms(3_600_000);
+    assert!(
+        c.process_batch(
+            &[record("m3", &retry_of(&e))],
+            clock.now_ms() + 30_000,
+            "b2"
+        )
         .await
-        .unwrap();
-    assert_eq!(s(&session, "status"), "COMPLETED");
-    assert_eq!(n(&session, "updated_at"), T0);
-    let record_item = item(&aws, aws.get("EVENTS_TABLE"), "idnow#evt-dup")
-        .await
-        .unwrap();
-    assert_eq!(delivery_status(&record_item, "crm"), "PENDING");
-    assert_eq!(delivery_status(&record_item, "bi"), "PENDING");
-
-    // A provider retry in a later batch, while the deliveries are still pending: deferred (it comes
-    // back later), no second session update, no second job.
-    clock.advance_ms(60_000);
-    assert_eq!(
-        c.process_batch(&[record("m3", &e)], T0 + 90_000).await,
-        ["m3"]
+        .is_empty()
     );
     assert!(jobs(&aws).await.is_empty(), "no second set of jobs");
-    let session = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-1")
-        .await
-        .unwrap();
-    assert_eq!(
-        n(&session, "updated_at"),
-        T0,
-        "the session was updated once"
-    );
-
-    // Once the dispatcher has attempted the deliveries, the retry is acknowledged without effects.
-    let store = DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE"));
-    for dest in ["bi", "crm"] {
-        assert!(
-            store
-                .record_attempt("idnow#evt-dup", dest, &delivered(T0 + 61_000))
-                .await
-                .unwrap()
-        );
-    }
-    clock.advance_ms(180_000);
-    assert!(
-        c.process_batch(&[record("m3", &e)], T0 + 270_000)
-            .await
-            .is_empty()
-    );
-    assert!(jobs(&aws).await.is_empty());
-    let session = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-1")
-        .await
-        .unwrap();
-    assert_eq!(n(&session, "updated_at"), T0, "still updated once");
+    assert_eq!(archived(&aws).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twenty_concurrent_invocations_with_the_same_event_process_it_once() {
+async fn twenty_concurrent_invocations_with_the_same_message_process_it_once() {
     let aws = LocalAws::provision().await;
     let clock = ManualClock::at_ms(T0);
     let c = Arc::new(consumer(&aws, &clock));
@@ -191,8 +107,8 @@ async fn twenty_concurrent_invocations_with_the_same_event_process_it_once() {
     let handles: Vec<_> = (0..20)
         .map(|i| {
             let c = c.clone();
-            let r = record(&format!("m{i}"), &e);
-            tokio::spawn(async move { c.process_batch(&[r], T0 + 30_000).await })
+            let r = record("m1", &e);
+            tokio::spawn(async move { c.process_batch(&[r], T0 + 30_000, &format!("b{i}")).await })
         })
         .collect();
     let mut failures = 0;
@@ -201,11 +117,12 @@ async fn twenty_concurrent_invocations_with_the_same_event_process_it_once() {
     }
     assert_eq!(
         failures, 19,
-        "the 19 concurrent duplicates come back as batch item failures"
+        "the 19 concurrent copies come back as batch item failures"
     );
     let js = jobs(&aws).await;
     assert_eq!(js.len(), 1, "one job: Incode events go to crm only");
     assert_eq!(js[0].destination_id, "crm");
+    assert_eq!(archived(&aws).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,73 +136,47 @@ async fn a_crash_after_the_claim_is_repaired_by_the_redelivered_message() {
         "COMPLETED",
         2,
     );
-
-    // 1. The invocation dies right after its claim (the claim is all that reached DynamoDB).
-    claim_only(&aws, &e, &["bi".to_string(), "crm".to_string()]).await;
-    let c = consumer(&aws, &clock);
-
-    // 2. While the lease runs, the message cannot be processed elsewhere.
+    // The invocation claims, then dies before the archive and the jobs: here the delivery queue
+    // is unreachable, so the claim and the archive object are all that happen.
+    let mut broken = consumer(&aws, &clock);
+    broken.queue = kyc_relay::aws::sqs::SqsDeliveryQueue::new(
+        &aws.sdk,
+        format!("{}-gone", aws.get("DELIVERY_QUEUE_URL")),
+        None,
+        None,
+    );
     assert_eq!(
-        c.process_batch(&[record("m1", &e)], T0 + 60_000).await,
+        broken
+            .process_batch(&[record("m1", &e)], T0 + 30_000, "b1")
+            .await,
+        ["m1"]
+    );
+    let c = consumer(&aws, &clock);
+    // While the lease runs, the message cannot be processed elsewhere.
+    assert_eq!(
+        c.process_batch(&[record("m1", &e)], T0 + 30_000, "b2")
+            .await,
         ["m1"]
     );
     assert!(jobs(&aws).await.is_empty());
-
-    // 3. SQS redelivers the message after its visibility timeout: the lease is over, the pending
-    //    deliveries are sent and the session updated.
+    // SQS redelivers after the visibility timeout: a repair, generation 1, both jobs sent, the
+    // event archived again and both copies listed on the record.
     clock.advance_ms(180_000);
     assert!(
-        c.process_batch(&[record("m1", &e)], T0 + 210_000)
+        c.process_batch(&[record("m1", &e)], clock.now_ms() + 30_000, "b3")
             .await
             .is_empty()
     );
-    assert_eq!(jobs(&aws).await.len(), 2);
-    let session = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-crash")
+    let js = jobs(&aws).await;
+    assert_eq!(js.len(), 2);
+    assert!(js.iter().all(|j| j.generation == 1));
+    let read = records(&aws, Arc::new(clock.clone()))
+        .event(&EventKey::of(&e))
         .await
+        .unwrap()
         .unwrap();
-    assert_eq!(s(&session, "status"), "COMPLETED");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_send_is_retried_by_the_same_message_and_nothing_is_lost() {
-    let aws = LocalAws::provision().await;
-    let clock = ManualClock::at_ms(T0);
-    let e = incode_envelope("interview-send", "ID_VALIDATION_FINISHED");
-    claim_without_sending(&aws, &clock, &e).await;
-    // A provider retry in between is deferred: the first message still owns the event.
-    clock.advance_ms(60_000);
-    let c = consumer(&aws, &clock);
-    assert_eq!(
-        c.process_batch(&[record("m2", &e)], T0 + 90_000).await,
-        ["m2"]
-    );
-    assert!(jobs(&aws).await.is_empty());
-    // The first message comes back and completes the fan-out.
-    clock.advance_ms(120_000);
-    assert!(
-        c.process_batch(&[record("m1", &e)], T0 + 210_000)
-            .await
-            .is_empty()
-    );
-    assert_eq!(jobs(&aws).await.len(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_orphaned_event_is_repaired_by_a_later_duplicate() {
-    let aws = LocalAws::provision().await;
-    let clock = ManualClock::at_ms(T0);
-    let e = incode_envelope("interview-orphan", "ONBOARDING_FINISHED");
-    claim_without_sending(&aws, &clock, &e).await;
-    // m1 ended in the ingest DLQ; an hour later it is redriven (SQS gives it a new message id) or
-    // the provider retries: either way a new message id.
-    clock.advance_ms(3_600_000);
-    let c = consumer(&aws, &clock);
-    assert!(
-        c.process_batch(&[record("m9", &e)], T0 + 3_630_000)
-            .await
-            .is_empty()
-    );
-    assert_eq!(jobs(&aws).await.len(), 1, "the pending delivery is sent");
+    assert_eq!(read.event.archive.len(), 2);
+    assert_eq!(archived(&aws).await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,175 +184,163 @@ async fn out_of_order_idnow_events_end_in_the_furthest_state() {
     let aws = LocalAws::provision().await;
     let clock = ManualClock::at_ms(T0);
     let c = consumer(&aws, &clock);
-    let completed = idnow_envelope("evt-4", "session.completed", "sess-ooo", "COMPLETED", 4);
     let created = idnow_envelope("evt-1", "session.created", "sess-ooo", "CREATED", 1);
-    assert!(
-        c.process_batch(&[record("m1", &completed)], T0 + 30_000)
-            .await
-            .is_empty()
-    );
-    clock.advance_ms(1000);
-    assert!(
-        c.process_batch(&[record("m2", &created)], T0 + 31_000)
-            .await
-            .is_empty()
-    );
-
-    let session = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-ooo")
+    let started = idnow_envelope("evt-2", "session.started", "sess-ooo", "STARTED", 2);
+    let completed = idnow_envelope("evt-3", "session.completed", "sess-ooo", "COMPLETED", 3);
+    for (i, e) in [&completed, &created, &started].into_iter().enumerate() {
+        clock.advance_ms(1_000);
+        assert!(
+            c.process_batch(&[record(&format!("m{i}"), e)], clock.now_ms() + 30_000, "b")
+                .await
+                .is_empty()
+        );
+    }
+    let session = records(&aws, Arc::new(clock.clone()))
+        .partition(&EventKey::of(&completed).pk)
         .await
         .unwrap();
-    assert_eq!(s(&session, "status"), "COMPLETED");
-    assert_eq!(s(&session, "event_id"), "evt-4");
-    // The older event is still recorded and relayed: destinations decide what it means to them.
-    assert!(
-        item(&aws, aws.get("EVENTS_TABLE"), "idnow#evt-1")
-            .await
-            .is_some()
-    );
-    let js = jobs(&aws).await;
+    assert_eq!(session.len(), 3);
+    let events: Vec<_> = session.into_iter().map(|e| e.event).collect();
     assert_eq!(
-        js.iter().filter(|j| j.event_key == "idnow#evt-1").count(),
-        1,
-        "created goes to crm"
-    );
-    assert_eq!(
-        js.iter().filter(|j| j.event_key == "idnow#evt-4").count(),
-        2,
-        "completed to crm and bi"
+        session_status(&events).unwrap().status.as_deref(),
+        Some("COMPLETED")
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payload_conflict_is_reported_and_not_processed() {
+async fn conflicts_malformed_envelopes_and_filters() {
     let aws = LocalAws::provision().await;
     let clock = ManualClock::at_ms(T0);
     let c = consumer(&aws, &clock);
-    let original = idnow_envelope("evt-c", "session.created", "sess-c", "CREATED", 1);
-    let conflicting = idnow_envelope("evt-c", "session.completed", "sess-c", "COMPLETED", 1);
-    assert_ne!(original.payload_hash, conflicting.payload_hash);
+    let e = idnow_envelope("evt-c", "session.started", "sess-c", "STARTED", 1);
     assert!(
-        c.process_batch(&[record("m1", &original)], T0 + 30_000)
+        c.process_batch(&[record("m1", &e)], T0 + 30_000, "b")
             .await
             .is_empty()
     );
-    clock.advance_ms(60_000);
-    assert!(
-        c.process_batch(&[record("m2", &conflicting)], T0 + 90_000)
-            .await
-            .is_empty(),
-        "acknowledged"
-    );
-    let session = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-c")
-        .await
-        .unwrap();
-    assert_eq!(
-        s(&session, "status"),
-        "CREATED",
-        "the conflicting event did not move the session"
-    );
-    let record_item = item(&aws, aws.get("EVENTS_TABLE"), "idnow#evt-c")
-        .await
-        .unwrap();
-    assert_eq!(s(&record_item, "payload_hash"), original.payload_hash);
-    assert_eq!(jobs(&aws).await.len(), 1, "only the original's job");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_envelope_fails_alone_and_filters_exclude_destinations() {
-    let aws = LocalAws::provision().await;
-    let clock = ManualClock::at_ms(T0);
-    let c = consumer(&aws, &clock);
-    let good = incode_envelope("interview-ok", "POST_PROCESSING_FINISHED");
+    assert_eq!(jobs(&aws).await.len(), 1, "bi only takes session.completed");
+    let mut conflicting = retry_of(&e);
+    conflicting.payload_hash = "f".repeat(64);
     let bad = kyc_relay::processing::IngestRecord {
-        message_id: "m-bad".into(),
-        body: "{\"not\": \"an envelope\"}".into(),
+        message_id: "m3".into(),
+        body: "{\"v\": 1, \"provider\": \"idnow\"".into(),
     };
     let failed = c
-        .process_batch(&[bad, record("m-good", &good)], T0 + 30_000)
+        .process_batch(&[record("m2", &conflicting), bad], T0 + 30_000, "b")
         .await;
-    assert_eq!(
-        failed,
-        ["m-bad"],
-        "only the malformed record comes back (and ends in the ingest DLQ)"
-    );
-    let js = jobs(&aws).await;
-    assert_eq!(js.len(), 1);
-    assert_eq!(
-        js[0].destination_id, "crm",
-        "bi only takes IDnow session.completed"
-    );
-    let record_item = item(&aws, aws.get("EVENTS_TABLE"), &js[0].event_key)
-        .await
-        .unwrap();
-    assert!(!record_item["deliveries"].as_m().unwrap().contains_key("bi"));
+    assert_eq!(failed, ["m3"], "the malformed record fails alone");
+    assert!(jobs(&aws).await.is_empty(), "the conflict is not processed");
 }
 
+/// DynamoDB's item size: attribute names plus values (strings as UTF-8, numbers about one byte per
+/// two digits plus one, maps and lists 3 bytes plus their elements).
+pub fn item_size(item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> usize {
+    fn value(v: &aws_sdk_dynamodb::types::AttributeValue) -> usize {
+        use aws_sdk_dynamodb::types::AttributeValue as A;
+        match v {
+            A::S(s) => s.len(),
+            A::N(n) => n.len().div_ceil(2) + 1,
+            A::Bool(_) | A::Null(_) => 1,
+            A::M(m) => 3 + m.iter().map(|(k, v)| k.len() + value(v) + 1).sum::<usize>(),
+            A::L(l) => 3 + l.iter().map(|v| value(v) + 1).sum::<usize>(),
+            _ => 0,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+/// ARCHITECTURE.md §3: with the most destinations allowed and the longest ids, the claim item is at
+/// most 2 KB (2 write units; 1 KB and 1 write unit with one destination and typical ids), and a
+/// delivery item holding the longest history kept is under 2 KB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_record_is_claimable_again_without_waiting_for_ttl() {
+async fn items_stay_within_the_write_units_architecture_claims() {
+    use kyc_relay::records::{AttemptUpdate, DeliveryStatus, DeliveryStore, HISTORY_CAP};
     let aws = LocalAws::provision().await;
     let clock = ManualClock::at_ms(T0);
-    let c = consumer(&aws, &clock);
-    let e = incode_envelope("interview-ttl", "ONBOARDING_FINISHED");
+    let max_id = "x".repeat(64);
+    let ids: Vec<String> = (0..kyc_relay::destination::MAX_DESTINATIONS)
+        .map(|i| format!("{i}{}", &max_id[1..]))
+        .collect();
+    let destinations = format!(
+        r#"{{"destinations": [{}]}}"#,
+        ids.iter()
+            .map(|id| format!(
+                r#"{{"id": "{id}", "url": "http://127.0.0.1:9/x", "retry_policy": "idnow"}}"#
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    // The longest ids intake accepts (docs/configuration.md, field limits): 128 characters each.
+    let long = "é".repeat(128);
+    let e = idnow_envelope(&long, "session.completed", &long, "COMPLETED", 1);
+    let c = consumer_for(&aws, &destinations, Arc::new(clock.clone()));
     assert!(
-        c.process_batch(&[record("m1", &e)], T0 + 30_000)
+        c.process_batch(&[record("m1", &e)], T0 + 30_000, "b")
             .await
             .is_empty()
     );
-    assert_eq!(jobs(&aws).await.len(), 1);
-    clock.advance_ms(7 * 86_400_000 + 1_000);
-    assert!(
-        c.process_batch(&[record("m2", &e)], clock_deadline(&clock))
-            .await
-            .is_empty()
-    );
-    assert_eq!(
-        jobs(&aws).await.len(),
+    let key = EventKey::of(&e);
+    let claim = item(&aws, &key.pk, &key.sk).await.unwrap();
+    let worst = item_size(&claim);
+    assert!(worst <= 2048, "worst-case claim item is {worst} bytes");
+
+    let typical = idnow_envelope(
+        "0b2f1c9e-5d7a-4e8b-9c3d-2a1f6e8b7c4d",
+        "session.completed",
+        "9f8e7d6c-5b4a-4c3d-8e2f-1a0b9c8d7e6f",
+        "COMPLETED",
         1,
-        "outside the dedup window the event is new again"
     );
-}
-
-fn clock_deadline(clock: &ManualClock) -> u64 {
-    use kyc_relay::clock::Clock;
-    clock.now_ms() + 30_000
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_update_lost_in_a_crash_is_applied_by_a_later_duplicate() {
-    let aws = LocalAws::provision().await;
-    let clock = ManualClock::at_ms(T0);
-    let e = idnow_envelope("evt-nodest", "session.created", "sess-nodest", "CREATED", 1);
-    // The claiming message recorded an event with no delivery pending, then died before the
-    // session update (and went to the ingest DLQ).
-    claim_only(&aws, &e, &[]).await;
-    assert!(
-        item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-nodest")
-            .await
-            .is_none()
+    let one = consumer_for(
+        &aws,
+        r#"{"destinations": [{"id": "crm", "url": "http://127.0.0.1:9/x", "retry_policy": "idnow"}]}"#,
+        Arc::new(clock.clone()),
     );
-    // Its redriven copy (a new message id) is a duplicate with nothing pending: the session update
-    // is re-applied, no job is sent.
-    clock.advance_ms(1_000_000);
-    let c = consumer(&aws, &clock);
     assert!(
-        c.process_batch(&[record("m1-redriven", &e)], T0 + 1_030_000)
+        one.process_batch(&[record("m2", &typical)], T0 + 30_000, "b")
             .await
             .is_empty()
     );
-    let session = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-nodest")
-        .await
-        .unwrap();
-    assert_eq!(s(&session, "status"), "CREATED");
-    assert!(jobs(&aws).await.is_empty());
-    // Applying it once more changes nothing.
-    clock.advance_ms(1_000);
+    let tkey = EventKey::of(&typical);
+    let small = item_size(&item(&aws, &tkey.pk, &tkey.sk).await.unwrap());
+    assert!(small <= 1024, "typical claim item is {small} bytes");
+
+    // A delivery item with the longest history kept, the longest outcome texts and ids.
+    let store = records(&aws, Arc::new(clock.clone()));
+    let history: Vec<_> = (1..=HISTORY_CAP as u32)
+        .map(|a| kyc_relay::delivery::AttemptLog {
+            attempt: a + 40,
+            at_ms: T0 + u64::from(a) * 1_000_000,
+            outcome: "token_error: token endpoint answered 503".into(),
+            status_code: Some(503),
+            latency_ms: 29_999,
+            cycle: 41,
+            probe: true,
+        })
+        .collect();
+    let dkey = key.delivery(&ids[9], None);
+    let update = AttemptUpdate {
+        event_id: long.clone(),
+        destination: ids[9].clone(),
+        replay: None,
+        attempt: 57,
+        at_ms: T0,
+        status: DeliveryStatus::Retrying,
+        outcome: "token_error: token endpoint answered 503".into(),
+        status_code: Some(503),
+        latency_ms: 29_999,
+        lag_ms: None,
+        history,
+        redrive: false,
+        expires_at_secs: T0 / 1000 + 86_400,
+    };
+    assert!(store.record_attempt(&dkey, &update).await.unwrap());
+    let delivery = item_size(&item(&aws, &dkey.pk, &dkey.sk).await.unwrap());
     assert!(
-        c.process_batch(&[record("m2", &e)], T0 + 1_031_000)
-            .await
-            .is_empty()
+        delivery <= 2048,
+        "worst-case delivery item is {delivery} bytes"
     );
-    let again = item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-nodest")
-        .await
-        .unwrap();
-    assert_eq!(n(&again, "updated_at"), n(&session, "updated_at"));
+    println!(
+        "item sizes: worst claim {worst} B, typical claim {small} B, worst delivery {delivery} B"
+    );
 }

@@ -1,20 +1,21 @@
 //! The dispatcher against the emulator and real HTTP destinations on 127.0.0.1. Time is a manual
 //! clock: the schedules run to exhaustion in milliseconds. The queue adapter is the real SQS one,
-//! wrapped to record the `DelaySeconds` the dispatcher asks for and to make each job visible at
-//! once (the clock, not SQS, decides when it is due); one test at the end uses real SQS delays.
+//! wrapped to record the `DelaySeconds` and lane the dispatcher asks for and to make each job
+//! visible at once (the clock, not SQS, decides when it is due); one test uses real SQS delays.
+//! (The decision logic is unit-tested in memory in `shared/src/dispatch/tests.rs`.)
 
 use integration_tests::peer::{Answer, Peer};
 use integration_tests::{
-    LocalAws, TestConsumer, consumer_for, delivery_queue, dispatcher_for, eventually,
-    idnow_envelope, incode_envelope, item, record, repo_root,
+    LocalAws, TestConsumer, TestDispatcher, consumer_for, delivery_queue, dispatcher_for,
+    dispatcher_with, eventually, idnow_envelope, incode_envelope, record, records, repo_root,
 };
-use kyc_relay::aws::dynamodb::DynamoEventStore;
 use kyc_relay::aws::sqs::SqsDeliveryQueue;
 use kyc_relay::clock::{Clock, ManualClock, SystemClock};
-use kyc_relay::delivery::{DeliveryJob, DeliveryQueue, Scheduled};
-use kyc_relay::dispatch::Dispatcher;
+use kyc_relay::delivery::{DeliveryJob, DeliveryQueue, Lane, Scheduled};
+use kyc_relay::dispatch::{DispatcherSettings, JobRecord};
 use kyc_relay::envelope::Envelope;
 use kyc_relay::queue::QueueError;
+use kyc_relay::records::{DeliveryRecord, DeliveryStatus, EventKey, RecordReader};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ const T0: u64 = 1_795_000_000_000;
 /// One `schedule` call as the dispatcher made it.
 #[derive(Debug, Clone)]
 struct Sent {
+    lane: Lane,
     attempt: u32,
     due_at_ms: u64,
     delay_secs: u32,
@@ -42,6 +44,7 @@ impl DeliveryQueue for RecordingQueue {
         let mut immediate = Vec::new();
         for s in jobs {
             self.sent.lock().unwrap().push(Sent {
+                lane: s.lane,
                 attempt: s.job.attempt,
                 due_at_ms: s.job.due_at_ms,
                 delay_secs: s.delay_secs,
@@ -50,6 +53,7 @@ impl DeliveryQueue for RecordingQueue {
             immediate.push(Scheduled {
                 job: s.job,
                 delay_secs: 0,
+                lane: s.lane,
             });
         }
         self.inner.schedule(immediate).await
@@ -64,19 +68,36 @@ struct Rig {
     aws: LocalAws,
     clock: ManualClock,
     queue: RecordingQueue,
-    dispatcher: Dispatcher<DynamoEventStore, RecordingQueue>,
+    dispatcher: TestDispatcher<RecordingQueue>,
     consumer: TestConsumer,
 }
 
 async fn rig(destinations: &str, clock: ManualClock) -> Rig {
+    rig_with(destinations, clock, 10).await
+}
+
+/// `breaker_threshold`: consecutive failures that pause a destination (a schedule run to
+/// exhaustion against a destination that always fails needs more than its attempts).
+async fn rig_with(destinations: &str, clock: ManualClock, breaker_threshold: u32) -> Rig {
     let aws = LocalAws::provision().await;
     let queue = RecordingQueue {
         inner: delivery_queue(&aws),
         clock: clock.clone(),
         sent: Arc::default(),
     };
-    let dispatcher =
-        dispatcher_for(&aws, queue.clone(), destinations, Arc::new(clock.clone())).await;
+    let mut settings = DispatcherSettings {
+        state_cache: Duration::ZERO,
+        ..Default::default()
+    };
+    settings.breaker.failure_threshold = breaker_threshold;
+    let dispatcher = dispatcher_with(
+        &aws,
+        queue.clone(),
+        destinations,
+        Arc::new(clock.clone()),
+        settings,
+    )
+    .await;
     let consumer = consumer_for(&aws, destinations, Arc::new(clock.clone()));
     Rig {
         aws,
@@ -95,27 +116,38 @@ impl Rig {
             .process_batch(
                 &[record(&format!("m-{}", envelope.event_id), envelope)],
                 self.clock.now_ms() + 30_000,
+                "batch",
             )
             .await;
         assert!(failed.is_empty());
     }
 
-    /// Plays SQS: hands each job to the dispatcher once it would be visible, moving the clock there.
-    /// Returns the number of jobs handled.
+    /// Plays SQS and Lambda's two event source mappings: hands each job (from either lane) to the
+    /// dispatcher once it would be visible, moving the clock there. Returns the number of jobs.
     async fn drive(&self) -> usize {
-        let url = self.aws.get("DELIVERY_QUEUE_URL").to_string();
+        let lanes = [
+            (Lane::Fast, self.aws.get("DELIVERY_QUEUE_URL").to_string()),
+            (Lane::Retry, self.aws.get("RETRY_QUEUE_URL").to_string()),
+        ];
         let mut handled = 0;
         loop {
-            let out = self
-                .aws
-                .sqs
-                .receive_message()
-                .queue_url(&url)
-                .max_number_of_messages(1)
-                .send()
-                .await
-                .unwrap();
-            let Some(m) = out.messages.unwrap_or_default().into_iter().next() else {
+            let mut got = None;
+            for (lane, url) in &lanes {
+                let out = self
+                    .aws
+                    .sqs
+                    .receive_message()
+                    .queue_url(url)
+                    .max_number_of_messages(1)
+                    .send()
+                    .await
+                    .unwrap();
+                if let Some(m) = out.messages.unwrap_or_default().into_iter().next() {
+                    got = Some((*lane, url, m));
+                    break;
+                }
+            }
+            let Some((lane, url, m)) = got else {
                 return handled;
             };
             let job: DeliveryJob = serde_json::from_str(m.body().unwrap()).unwrap();
@@ -135,16 +167,20 @@ impl Rig {
             }
             let failed = self
                 .dispatcher
-                .dispatch_batch(&[(
-                    m.message_id().unwrap().to_string(),
-                    m.body().unwrap().to_string(),
-                )])
+                .dispatch_batch(
+                    &[JobRecord {
+                        message_id: m.message_id().unwrap().to_string(),
+                        body: m.body().unwrap().to_string(),
+                        lane,
+                    }],
+                    self.clock.now_ms() + 120_000,
+                )
                 .await;
             assert!(failed.is_empty(), "dispatch failed: {failed:?}");
             self.aws
                 .sqs
                 .delete_message()
-                .queue_url(&url)
+                .queue_url(url)
                 .receipt_handle(m.receipt_handle().unwrap())
                 .send()
                 .await
@@ -173,18 +209,16 @@ impl Rig {
             .collect()
     }
 
-    async fn delivery(
-        &self,
-        event_key: &str,
-        dest: &str,
-    ) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
-        let it = item(&self.aws, self.aws.get("EVENTS_TABLE"), event_key)
+    async fn delivery(&self, envelope: &Envelope, dest: &str) -> DeliveryRecord {
+        records(&self.aws, Arc::new(self.clock.clone()))
+            .event(&EventKey::of(envelope))
             .await
-            .unwrap();
-        it["deliveries"].as_m().unwrap()[dest]
-            .as_m()
             .unwrap()
-            .clone()
+            .expect("event record")
+            .deliveries
+            .into_iter()
+            .find(|d| d.destination == dest && d.replay.is_none())
+            .expect("delivery record")
     }
 }
 
@@ -192,13 +226,6 @@ fn destination(id: &str, url: &str, policy: &str, extra: &str) -> String {
     format!(
         r#"{{"destinations": [{{"id": "{id}", "url": "{url}", "retry_policy": {policy}{extra}}}]}}"#
     )
-}
-
-fn s(
-    m: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
-    k: &str,
-) -> String {
-    m[k].as_s().or_else(|_| m[k].as_n()).cloned().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,10 +260,15 @@ async fn a_destination_failing_twice_then_succeeding_is_delivered_on_attempt_thr
     );
     let envelope: Envelope = serde_json::from_slice(&received[2].body).unwrap();
     assert_eq!(envelope.event_id, "evt-3");
-    let d = rig.delivery("idnow#evt-3", "crm").await;
-    assert_eq!(s(&d, "status"), "DELIVERED");
-    assert_eq!(s(&d, "attempts"), "3");
-    assert_eq!(s(&d, "last_status_code"), "204");
+    assert!(
+        sent.iter().all(|s| s.lane == Lane::Retry),
+        "retries take the retry lane"
+    );
+    let d = rig.delivery(&e, "crm").await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 3));
+    assert_eq!(d.last_status_code, Some(204));
+    assert_eq!(d.history.len(), 3);
+    assert!(d.lag_ms.is_some());
     assert!(rig.dead_letters().await.is_empty());
 }
 
@@ -295,17 +327,20 @@ async fn the_incode_schedule_runs_to_exhaustion_with_its_published_delays_then_t
             .iter()
             .all(|h| h.outcome == "http_500" && h.status_code == Some(500))
     );
-    let d = rig.delivery(&job.event_key, "crm").await;
-    assert_eq!(s(&d, "status"), "FAILED");
-    assert_eq!(s(&d, "attempts"), "6");
+    let d = rig.delivery(&job.envelope, "crm").await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Failed, 6));
+    assert_eq!(d.history.len(), 6, "every attempt is kept on the delivery");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idnow_schedule_runs_to_exhaustion_then_the_dlq() {
     let peer = Peer::start(Answer::status(503)).await;
-    let rig = rig(
+    // With the default breaker (10 consecutive failures) this destination would be paused before
+    // its 11th attempt and the job held instead: shared/src/dispatch/tests.rs tests that.
+    let rig = rig_with(
         &destination("crm", &peer.url("/hook"), r#""idnow""#, ""),
         ManualClock::at_ms(T0),
+        100,
     )
     .await;
     rig.ingest(&idnow_envelope(
@@ -399,14 +434,13 @@ async fn incode_strictness_rate_limits_and_timeouts_are_retried() {
     assert_eq!(rig.delays(), [30, 7, 188]);
     let d = rig
         .delivery(
-            &incode_envelope("interview-s", "ONBOARDING_FINISHED")
-                .event_id
-                .replace("inc_", "incode#inc_"),
+            &incode_envelope("interview-s", "ONBOARDING_FINISHED"),
             "crm",
         )
         .await;
-    assert_eq!(s(&d, "status"), "DELIVERED");
-    assert_eq!(s(&d, "attempts"), "4");
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 4));
+    let outcomes: Vec<&str> = d.history.iter().map(|h| h.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["http_200", "http_429", "timeout", "http_200"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,12 +454,13 @@ async fn a_final_delivery_is_not_sent_again_and_duplicate_jobs_are_dropped() {
     let e = idnow_envelope("evt-dupjob", "session.completed", "s", "COMPLETED", 1);
     rig.ingest(&e).await;
     // A duplicate of the first job (what a consumer repair produces) sits beside the original.
-    let job = DeliveryJob::first(&e, "idnow#evt-dupjob", "crm", T0);
+    let job = DeliveryJob::first(&e, "crm", T0, 0, T0 / 1000 + 30 * 86_400);
     rig.queue
         .inner
         .schedule(vec![Scheduled {
             job: job.clone(),
             delay_secs: 0,
+            lane: Lane::Fast,
         }])
         .await
         .pop()
@@ -436,7 +471,11 @@ async fn a_final_delivery_is_not_sent_again_and_duplicate_jobs_are_dropped() {
     // Later copies of the job find the delivery final.
     rig.queue
         .inner
-        .schedule(vec![Scheduled { job, delay_secs: 0 }])
+        .schedule(vec![Scheduled {
+            job,
+            delay_secs: 0,
+            lane: Lane::Fast,
+        }])
         .await
         .pop()
         .unwrap()
@@ -509,10 +548,8 @@ async fn oauth_tokens_are_cached_and_refreshed_once_on_401() {
         dest.received().last().unwrap().headers["authorization"],
         "Bearer tok-2"
     );
-    assert_eq!(
-        s(&rig.delivery("idnow#evt-o9", "crm").await, "attempts"),
-        "1"
-    );
+    let o9 = idnow_envelope("evt-o9", "session.completed", "s", "COMPLETED", 9);
+    assert_eq!(rig.delivery(&o9, "crm").await.attempts, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,62 +623,70 @@ async fn end_to_end_with_real_sqs_delays_on_a_second_scale_policy() {
         dispatcher_for(&aws, delivery_queue(&aws), &destinations, Arc::new(clock)).await;
     let consumer = consumer_for(&aws, &destinations, Arc::new(clock));
     let e = incode_envelope("interview-e2e", "ONBOARDING_FINISHED");
+    let mut fresh = e.clone();
+    fresh.received_at_ms = clock.now_ms();
     assert!(
         consumer
-            .process_batch(&[record("m1", &e)], clock.now_ms() + 30_000)
+            .process_batch(&[record("m1", &fresh)], clock.now_ms() + 30_000, "b")
             .await
             .is_empty()
     );
 
-    let url = aws.get("DELIVERY_QUEUE_URL").to_string();
+    let lanes = [
+        (Lane::Fast, aws.get("DELIVERY_QUEUE_URL").to_string()),
+        (Lane::Retry, aws.get("RETRY_QUEUE_URL").to_string()),
+    ];
     let started = clock.now_ms();
-    let first_attempt_at = std::sync::Mutex::new(None);
     eventually("delivery on attempt 2", Duration::from_secs(20), || async {
-        let out = aws
-            .sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in out.messages.unwrap_or_default() {
-            let failed = dispatcher
-                .dispatch_batch(&[(m.message_id().unwrap().into(), m.body().unwrap().into())])
-                .await;
-            assert!(failed.is_empty());
-            first_attempt_at
-                .lock()
-                .unwrap()
-                .get_or_insert(clock.now_ms());
-            aws.sqs
-                .delete_message()
-                .queue_url(&url)
-                .receipt_handle(m.receipt_handle().unwrap())
+        for (lane, url) in &lanes {
+            let out = aws
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
                 .send()
                 .await
                 .unwrap();
+            for m in out.messages.unwrap_or_default() {
+                let failed = dispatcher
+                    .dispatch_batch(
+                        &[JobRecord {
+                            message_id: m.message_id().unwrap().into(),
+                            body: m.body().unwrap().into(),
+                            lane: *lane,
+                        }],
+                        clock.now_ms() + 120_000,
+                    )
+                    .await;
+                assert!(failed.is_empty());
+                aws.sqs
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
         }
         (peer.hits() == 2).then_some(())
     })
     .await;
-    let received = peer.received();
-    assert_eq!(received.len(), 2);
-    let event_key = format!("incode#{}", e.event_id);
-    let record = item(&aws, aws.get("EVENTS_TABLE"), &event_key)
+    assert_eq!(peer.received().len(), 2);
+    let d = records(&aws, Arc::new(clock))
+        .event(&EventKey::of(&e))
         .await
-        .unwrap();
-    let d = record["deliveries"].as_m().unwrap()["crm"].as_m().unwrap();
-    assert_eq!(d["status"].as_s().unwrap(), "DELIVERED");
-    assert_eq!(d["attempts"].as_n().unwrap(), "2");
+        .unwrap()
+        .unwrap()
+        .deliveries
+        .remove(0);
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 2));
     // SQS held the retry for its DelaySeconds (1 s): the second attempt came at least 1 s after the
     // first. (An ordering fact, not a speed assertion.)
-    let last_attempt = d["last_attempt_at"].as_n().unwrap().parse::<u64>().unwrap();
     assert!(
-        last_attempt >= started + 1000,
+        d.last_attempt_at_ms >= started + 1000,
         "retry not delayed: {} ms",
-        last_attempt - started
+        d.last_attempt_at_ms - started
     );
 }
 
@@ -659,10 +704,7 @@ async fn a_job_redriven_from_the_dlq_starts_a_new_cycle_and_can_deliver() {
     assert_eq!(rig.drive().await, 2);
     let dlq = rig.aws.drain(rig.aws.get("DELIVERY_DLQ_URL")).await;
     assert_eq!(dlq.len(), 1);
-    assert_eq!(
-        s(&rig.delivery("idnow#evt-redrive", "crm").await, "status"),
-        "FAILED"
-    );
+    assert_eq!(rig.delivery(&e, "crm").await.status, DeliveryStatus::Failed);
 
     // The operator fixes the destination and moves the message back (what a DLQ redrive does).
     peer.set_default(Answer::status(500));
@@ -677,9 +719,60 @@ async fn a_job_redriven_from_the_dlq_starts_a_new_cycle_and_can_deliver() {
         .unwrap();
     // Attempt 3 fails (a new cycle: its own retry budget), attempt 4 delivers.
     assert_eq!(rig.drive().await, 2);
-    let d = rig.delivery("idnow#evt-redrive", "crm").await;
-    assert_eq!(s(&d, "status"), "DELIVERED");
-    assert_eq!(s(&d, "attempts"), "4");
+    let d = rig.delivery(&e, "crm").await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 4));
+    let cycles: Vec<u32> = d.history.iter().map(|h| h.cycle).collect();
+    assert_eq!(cycles, [1, 1, 3, 3], "the redrive cycle is recorded");
     assert_eq!(peer.hits(), 4);
     assert!(rig.dead_letters().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_destination_moves_to_the_retry_lane_and_does_not_hold_up_another() {
+    let slow = Peer::start(Answer::status(200).delay(Duration::from_secs(3))).await;
+    let fast = Peer::start(Answer::status(200)).await;
+    let destinations = format!(
+        r#"{{"destinations": [
+          {{"id": "slow", "url": "{}", "retry_policy": "idnow", "providers": ["idnow"]}},
+          {{"id": "fast", "url": "{}", "retry_policy": "idnow", "providers": ["incode"]}}]}}"#,
+        slow.url("/hook"),
+        fast.url("/hook")
+    );
+    let rig = rig(&destinations, ManualClock::at_ms(T0)).await;
+    let to_slow = idnow_envelope("evt-slow", "session.completed", "s", "COMPLETED", 1);
+    let to_fast = incode_envelope("interview-fast", "ONBOARDING_FINISHED");
+    rig.ingest(&to_slow).await;
+    rig.ingest(&to_fast).await;
+    // Both first jobs in one fast-lane batch, as Lambda would hand them over.
+    let url = rig.aws.get("DELIVERY_QUEUE_URL");
+    let messages = rig.aws.drain(url).await;
+    assert_eq!(messages.len(), 2);
+    let batch: Vec<JobRecord> = messages
+        .iter()
+        .map(|m| JobRecord {
+            message_id: m.message_id().unwrap().into(),
+            body: m.body().unwrap().into(),
+            lane: Lane::Fast,
+        })
+        .collect();
+    assert!(
+        rig.dispatcher
+            .dispatch_batch(&batch, rig.clock.now_ms() + 120_000)
+            .await
+            .is_empty()
+    );
+    // The healthy destination was delivered in that batch; the slow one was cut at the fast lane's
+    // budget and moved to the retry lane with the same attempt number.
+    assert_eq!(
+        rig.delivery(&to_fast, "fast").await.status,
+        DeliveryStatus::Delivered
+    );
+    let moved = rig.queue.sent.lock().unwrap().clone();
+    assert_eq!(moved.len(), 1);
+    assert_eq!((moved[0].lane, moved[0].attempt), (Lane::Retry, 1));
+    // The retry lane gives it its full timeout: delivered, once recorded.
+    assert_eq!(rig.drive().await, 1);
+    let d = rig.delivery(&to_slow, "slow").await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 1));
+    assert!(slow.hits() >= 1);
 }

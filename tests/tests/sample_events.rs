@@ -9,12 +9,18 @@ use integration_tests::{
     LocalAws, consumer_for, delivery_queue, dispatcher_for, read_json, repo_root,
 };
 use kyc_relay::aws::sqs_event;
-use kyc_relay::clock::{Clock, SystemClock};
-use kyc_relay::delivery::DeliveryJob;
+use kyc_relay::clock::{Clock, ManualClock};
+use kyc_relay::delivery::{DeliveryJob, Lane};
+use kyc_relay::dispatch::JobRecord;
 use kyc_relay::envelope::Envelope;
 use kyc_relay::processing::IngestRecord;
 use kyc_relay::provider::{Provider, idnow, incode};
+use kyc_relay::records::{EventKey, RecordReader, session_status};
 use std::sync::Arc;
+
+/// The samples' time (events/generate.py: IAT): the relay runs at the time the samples were made,
+/// so they never go stale.
+const IAT_MS: u64 = 1_795_000_000_000;
 
 fn manifest(folder: &str) -> Vec<(String, Vec<String>)> {
     let m = read_json(&format!("events/{folder}/manifest.json"));
@@ -78,7 +84,8 @@ async fn consumer_samples_are_valid_and_processed_as_documented() {
         // A fresh table per sample: the samples share events, and a claim's lease would otherwise
         // make the next sample a concurrent duplicate.
         let aws = LocalAws::provision().await;
-        let consumer = consumer_for(&aws, &local_destinations(&peer), Arc::new(SystemClock));
+        let clock = ManualClock::at_ms(IAT_MS);
+        let consumer = consumer_for(&aws, &local_destinations(&peer), Arc::new(clock.clone()));
         let records: Vec<IngestRecord> = sqs_records("consumer", &file)
             .into_iter()
             .map(|(message_id, body)| IngestRecord { message_id, body })
@@ -89,7 +96,7 @@ async fn consumer_samples_are_valid_and_processed_as_documented() {
             }
         }
         let mut failures = consumer
-            .process_batch(&records, SystemClock.now_ms() + 30_000)
+            .process_batch(&records, clock.now_ms() + 30_000, "sample")
             .await;
         failures.sort();
         assert_eq!(failures, expected, "{file}");
@@ -98,11 +105,19 @@ async fn consumer_samples_are_valid_and_processed_as_documented() {
             // Incode events go to "demo" only; IDnow events to "demo" and "raw-idnow".
             "idnow-out-of-order.json" => {
                 assert_eq!(jobs, 4);
-                let session =
-                    integration_tests::item(&aws, aws.get("SESSIONS_TABLE"), "idnow#sess-7f3a")
-                        .await
-                        .unwrap();
-                assert_eq!(session["status"].as_s().unwrap(), "COMPLETED", "{file}");
+                let first: Envelope = serde_json::from_str(&records[0].body).unwrap();
+                let events: Vec<_> = integration_tests::records(&aws, Arc::new(clock.clone()))
+                    .partition(&EventKey::of(&first).pk)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.event)
+                    .collect();
+                assert_eq!(
+                    session_status(&events).unwrap().status.as_deref(),
+                    Some("COMPLETED"),
+                    "{file}"
+                );
             }
             _ => assert_eq!(jobs, 1, "{file}"),
         }
@@ -113,22 +128,47 @@ async fn consumer_samples_are_valid_and_processed_as_documented() {
 async fn dispatcher_samples_are_valid_and_dispatched_as_documented() {
     let aws = LocalAws::provision().await;
     let peer = Peer::start(Answer::status(200)).await;
+    let clock = ManualClock::at_ms(IAT_MS);
+    let destinations = local_destinations(&peer);
     let dispatcher = dispatcher_for(
         &aws,
         delivery_queue(&aws),
-        &local_destinations(&peer),
-        Arc::new(SystemClock),
+        &destinations,
+        Arc::new(clock.clone()),
     )
     .await;
+    let consumer = consumer_for(&aws, &destinations, Arc::new(clock.clone()));
     for (file, expected) in manifest("dispatcher") {
         let records = sqs_records("dispatcher", &file);
-        for (_, body) in &records {
+        for (i, (_, body)) in records.iter().enumerate() {
             if let Ok(job) = serde_json::from_str::<DeliveryJob>(body) {
                 check_envelope(&file, &job.envelope);
+                // The consumer claimed the event before its jobs existed.
+                let ingest = IngestRecord {
+                    message_id: format!("{file}-{i}"),
+                    body: serde_json::to_string(&job.envelope).unwrap(),
+                };
+                assert!(
+                    consumer
+                        .process_batch(&[ingest], clock.now_ms() + 30_000, "sample")
+                        .await
+                        .is_empty()
+                );
             }
         }
+        aws.drain(aws.get("DELIVERY_QUEUE_URL")).await;
+        let records: Vec<JobRecord> = records
+            .into_iter()
+            .map(|(message_id, body)| JobRecord {
+                message_id,
+                body,
+                lane: Lane::Fast,
+            })
+            .collect();
         let before = peer.hits();
-        let mut failures = dispatcher.dispatch_batch(&records).await;
+        let mut failures = dispatcher
+            .dispatch_batch(&records, clock.now_ms() + 120_000)
+            .await;
         failures.sort();
         assert_eq!(failures, expected, "{file}");
         let sent = peer.hits() - before;
@@ -140,9 +180,9 @@ async fn dispatcher_samples_are_valid_and_dispatched_as_documented() {
         }
     }
     assert_eq!(
-        aws.depth(aws.get("DELIVERY_QUEUE_URL")).await,
+        aws.depth(aws.get("RETRY_QUEUE_URL")).await,
         1,
-        "the early job went back, delayed"
+        "the early job went back, delayed, on the retry lane"
     );
     let redriven = peer.received().last().unwrap().headers["webhook-id"]
         .to_str()

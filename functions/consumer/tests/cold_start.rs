@@ -3,8 +3,7 @@
 use integration_tests::{run_init, with_vars};
 
 const GOOD: &[(&str, &str)] = &[
-    ("EVENTS_TABLE", "events"),
-    ("SESSIONS_TABLE", "sessions"),
+    ("RECORDS_TABLE", "records"),
     (
         "DELIVERY_QUEUE_URL",
         "http://127.0.0.1:9/123456789012/delivery",
@@ -21,7 +20,7 @@ fn run(overrides: &[(&'static str, &'static str)]) -> (bool, String) {
 
 #[test]
 fn missing_resources_stop_init() {
-    for var in ["EVENTS_TABLE", "SESSIONS_TABLE", "DELIVERY_QUEUE_URL"] {
+    for var in ["RECORDS_TABLE", "DELIVERY_QUEUE_URL"] {
         let (ok, text) = run(&[(var, "")]);
         assert!(!ok, "{var}");
         assert!(
@@ -42,9 +41,21 @@ fn an_invalid_destinations_document_stops_init_naming_the_field() {
     let (ok, text) = run(&[("DESTINATIONS_CONFIG", "")]);
     assert!(!ok);
     assert!(text.contains("no destinations configured"), "{text}");
-    let (ok, text) = run(&[("IDEMPOTENCY_TTL_SECONDS", "600")]);
+    // Records that would expire before a message in the ingest DLQ does.
+    let (ok, text) = run(&[("RECORD_TTL_SECONDS", "604800")]);
     assert!(!ok);
-    assert!(text.contains("IDEMPOTENCY_TTL_SECONDS"), "{text}");
+    assert!(
+        text.contains("RECORD_TTL_SECONDS") && text.contains("ingest"),
+        "{text}"
+    );
+    // A destination whose retry chain cannot fit in the records' lifetime.
+    let (ok, text) = run(&[(
+        "DESTINATIONS_CONFIG",
+        r#"{"destinations": [{"id": "slowpoke", "url": "https://crm.example/hook",
+            "retry_policy": {"custom": {"initial_ms": 86400000, "multiplier": 1, "max_retries": 20, "max_interval_ms": 86400000}}}]}"#,
+    )]);
+    assert!(!ok);
+    assert!(text.contains("slowpoke"), "{text}");
 }
 
 #[test]

@@ -1,65 +1,90 @@
 //! Dispatcher Lambda: wiring only. See `kyc_relay::dispatch`.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use kyc_relay::aws::dynamodb::DynamoEventStore;
+use kyc_relay::aws::dynamodb::DynamoRecords;
 use kyc_relay::aws::sqs::SqsDeliveryQueue;
-use kyc_relay::aws::{sdk_config, sqs_event, ssm::SsmSecrets};
+use kyc_relay::aws::{CallBudget, sdk_config, sqs_event, ssm::SsmSecrets};
 use kyc_relay::clock::SystemClock;
 use kyc_relay::config::{ConfigError, Env};
+use kyc_relay::delivery::Lane;
 use kyc_relay::destination::Destinations;
-use kyc_relay::dispatch::Dispatcher;
+use kyc_relay::dispatch::credentials::Vault;
+use kyc_relay::dispatch::transport::HttpTransport;
+use kyc_relay::dispatch::{Dispatcher, DispatcherSettings, JobRecord};
+use kyc_relay::processing::RecordLifetime;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn init() -> Result<Dispatcher<DynamoEventStore, SqsDeliveryQueue>, Error> {
-    let aws = sdk_config().await;
+type Relay = Dispatcher<DynamoRecords, SqsDeliveryQueue, HttpTransport>;
+
+async fn init() -> Result<(Relay, String), Error> {
+    let aws = sdk_config(CallBudget::DISPATCHER).await;
     let env = Env::from_process();
     let ssm = SsmSecrets::new(&aws);
     let destinations = Destinations::from_env(&env, Some(&ssm)).await?;
-    let timeout_ms: u64 = env.parse_or("HTTP_TIMEOUT_MS", 10_000)?;
+    let settings = DispatcherSettings::from_env(&env)?;
+    RecordLifetime::from_env(&env, &destinations)?;
     let connect_ms: u64 = env.parse_or("HTTP_CONNECT_TIMEOUT_MS", 3_000)?;
-    if !(100..=30_000).contains(&timeout_ms) {
-        return Err(ConfigError::new("HTTP_TIMEOUT_MS", "must be between 100 and 30000").into());
-    }
-    if !(100..=timeout_ms).contains(&connect_ms) {
+    if !(100..=settings.default_timeout.as_millis() as u64).contains(&connect_ms) {
         return Err(ConfigError::new(
             "HTTP_CONNECT_TIMEOUT_MS",
             "must be between 100 and HTTP_TIMEOUT_MS",
         )
         .into());
     }
-    let http = kyc_relay::http_client::build(
-        Duration::from_millis(connect_ms),
-        Duration::from_millis(timeout_ms),
-    )?;
+    let http =
+        kyc_relay::http_client::build(Duration::from_millis(connect_ms), settings.default_timeout)?;
+    let clock = Arc::new(SystemClock);
+    let vault = Vault::resolve(&destinations, Some(&ssm), clock.clone()).await?;
+    let retry_url = env.require("RETRY_QUEUE_URL")?.to_string();
+    let retry_queue = sqs_event::queue_name(&retry_url).to_string();
     let queue = SqsDeliveryQueue::new(
         &aws,
         env.require("DELIVERY_QUEUE_URL")?,
+        Some(retry_url),
         Some(env.require("DELIVERY_DLQ_URL")?.to_string()),
     );
-    let events = DynamoEventStore::new(&aws, env.require("EVENTS_TABLE")?);
-    Ok(Dispatcher::new(
-        events,
-        queue,
-        destinations,
-        Some(&ssm),
-        http,
-        Arc::new(SystemClock),
-    )
-    .await?)
+    let store = DynamoRecords::new(&aws, env.require("RECORDS_TABLE")?, clock.clone());
+    Ok((
+        Dispatcher::new(
+            store,
+            queue,
+            HttpTransport(http),
+            destinations,
+            vault,
+            settings,
+            clock,
+        ),
+        retry_queue,
+    ))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     kyc_relay::telemetry::init();
-    let dispatcher = init().await.inspect_err(|e| {
+    let (dispatcher, retry_queue) = init().await.inspect_err(|e| {
         tracing::error!(error = %e, "dispatcher init failed: refusing to start");
     })?;
-    let dispatcher = &dispatcher;
+    let (dispatcher, retry_queue) = (&dispatcher, &retry_queue);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let records = sqs_event::records(&event.payload);
-        let failed = dispatcher.dispatch_batch(&records).await;
+        let records: Vec<JobRecord> = sqs_event::records(&event.payload)
+            .into_iter()
+            .map(|(message_id, body)| {
+                let lane = match sqs_event::source_queue(&event.payload, &message_id) {
+                    Some(q) if &q == retry_queue => Lane::Retry,
+                    _ => Lane::Fast,
+                };
+                JobRecord {
+                    message_id,
+                    body,
+                    lane,
+                }
+            })
+            .collect();
+        let failed = dispatcher
+            .dispatch_batch(&records, event.context.deadline)
+            .await;
         Ok::<SqsBatchResponse, Error>(sqs_event::batch_response(failed))
     }))
     .await

@@ -3,10 +3,14 @@
 use integration_tests::{run_init, with_vars};
 
 const GOOD: &[(&str, &str)] = &[
-    ("EVENTS_TABLE", "events"),
+    ("RECORDS_TABLE", "records"),
     (
         "DELIVERY_QUEUE_URL",
         "http://127.0.0.1:9/123456789012/delivery",
+    ),
+    (
+        "RETRY_QUEUE_URL",
+        "http://127.0.0.1:9/123456789012/delivery-retry",
     ),
     (
         "DELIVERY_DLQ_URL",
@@ -27,7 +31,12 @@ fn run(overrides: &[(&'static str, &'static str)]) -> (bool, String) {
 
 #[test]
 fn missing_resources_stop_init() {
-    for var in ["EVENTS_TABLE", "DELIVERY_QUEUE_URL", "DELIVERY_DLQ_URL"] {
+    for var in [
+        "RECORDS_TABLE",
+        "DELIVERY_QUEUE_URL",
+        "RETRY_QUEUE_URL",
+        "DELIVERY_DLQ_URL",
+    ] {
         let (ok, text) = run(&[(var, "")]);
         assert!(!ok, "{var}");
         assert!(
@@ -55,6 +64,18 @@ fn bad_secrets_and_timeouts_stop_init() {
     let (ok, text) = run(&[("HTTP_TIMEOUT_MS", "60000")]);
     assert!(!ok);
     assert!(text.contains("HTTP_TIMEOUT_MS"), "{text}");
+    for var in [
+        "FAST_LANE_TIMEOUT_MS",
+        "BREAKER_FAILURE_THRESHOLD",
+        "HOLD_SECONDS",
+    ] {
+        let (ok, text) = run(&[(var, "0")]);
+        assert!(!ok, "{var}");
+        assert!(text.contains(var), "{text}");
+    }
+    let (ok, text) = run(&[("MAX_HOLD_SECONDS", "2592000")]);
+    assert!(!ok, "a 30-day hold cannot fit in 30 days of records");
+    assert!(text.contains("RECORD_TTL_SECONDS"), "{text}");
 }
 
 #[test]

@@ -1,28 +1,38 @@
-//! DynamoDB adapters for the idempotency and session ports.
-//!
-//! Events table item (key `pk` = `{provider}#{event_id}`), kept under 1 KB so each write costs one
-//! write unit:
+//! DynamoDB adapter of the records ports (`crate::records`): one table, key `pk` + `sk`, TTL on
+//! `expires_at`. Items (attribute names kept short: every byte counts towards the 1 KB of a write
+//! unit):
 //!
 //! ```text
-//! pk, payload_hash, claimed_by (SQS message id), created_at (ms), expires_at (s, TTL attribute),
-//! lease_until (ms),
-//! deliveries: { <destination id>: { status, attempts, last_attempt_at, last_outcome,
-//!                                   last_status_code, latency_ms } }
+//! event     pk, sk, type, status?, rank?, hash, intake, received, claimed, lease, gen, dests (L),
+//!           archive (L), expires_at
+//! delivery  pk, sk, dest, replay?, status, attempts, last_at, outcome, code?, latency, lag?,
+//!           history (L of M {a, t, o, c?, l, y, p?}), token? (replay marker), expires_at
+//! dest      pk = "dest", sk = destination id: paused_by?, reason?, since?, probe_at?, failures,
+//!           last_failure?, last_failure_at?, slow_until?, updated
 //! ```
 //!
-//! Sessions table item (key `pk` = `{provider}#{session_id}`): `status`, `status_rank`, `event_id`
-//! (the event that set it), `first_seen_at`, `updated_at` (ms), `expires_at` (s, TTL).
+//! Expired items are ignored when read (TTL deletes them up to days late).
 
-use crate::idempotency::{
-    AttemptUpdate, ClaimResult, DeliveryRecord, DeliveryStatus, EventClaim, EventStore,
-    ExistingRecord, SessionStore, SessionUpdate, StoreError,
-};
+use crate::clock::Clock;
+use crate::delivery::AttemptLog;
+use crate::records::memory::breaker_reason;
+use crate::records::*;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
-use std::collections::HashMap;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 type Item = HashMap<String, AttributeValue>;
+
+/// Every attribute an expression names goes through `#name` placeholders: DynamoDB reserves
+/// hundreds of words (`status`, `archive`, `token`, ...), and a new attribute must not break an
+/// expression by happening to be one.
+macro_rules! names {
+    ($req:expr, [$($name:literal),* $(,)?]) => {
+        $req$(.expression_attribute_names(concat!("#", $name), $name))*
+    };
+}
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -40,6 +50,13 @@ fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
     item.get(key)?.as_s().ok().map(String::as_str)
 }
 
+fn get_list_s(item: &Item, key: &str) -> Vec<String> {
+    item.get(key)
+        .and_then(|v| v.as_l().ok())
+        .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+        .unwrap_or_default()
+}
+
 fn store_error<
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -49,84 +66,197 @@ fn store_error<
     StoreError(DisplayErrorContext(e).to_string())
 }
 
+fn is_condition_failure<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|se| se.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
 /// An update whose condition failed was not applied; that is an answer, not an error.
-fn applied<T>(
-    result: Result<
-        T,
-        SdkError<
-            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
-            aws_sdk_dynamodb::config::http::HttpResponse,
-        >,
-    >,
-) -> Result<bool, StoreError> {
+fn applied<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<Option<T>, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
     match result {
-        Ok(_) => Ok(true),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-        {
-            Ok(false)
-        }
+        Ok(out) => Ok(Some(out)),
+        Err(e) if is_condition_failure(&e) => Ok(None),
         Err(e) => Err(store_error(e)),
     }
 }
 
 #[derive(Clone)]
-pub struct DynamoEventStore {
+pub struct DynamoRecords {
     client: Client,
     table: String,
+    clock: Arc<dyn Clock>,
 }
 
-impl DynamoEventStore {
-    pub fn new(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::from_client(Client::new(aws), table)
+impl DynamoRecords {
+    pub fn new(
+        aws: &aws_config::SdkConfig,
+        table: impl Into<String>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self::from_client(Client::new(aws), table, clock)
     }
 
-    pub fn from_client(client: Client, table: impl Into<String>) -> Self {
+    pub fn from_client(client: Client, table: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
         Self {
             client,
             table: table.into(),
+            clock,
+        }
+    }
+
+    fn live(&self, item: &Item) -> bool {
+        get_n(item, "expires_at").is_none_or(|e| e >= self.clock.now_secs())
+    }
+
+    /// Every item of a partition whose sort key starts with `prefix` (strongly consistent).
+    async fn query(&self, pk: &str, prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_values(":pk", s(pk))
+                .set_exclusive_start_key(start.take());
+            q = match prefix {
+                Some(p) => names!(q, ["pk", "sk"])
+                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :p)")
+                    .expression_attribute_values(":p", s(p)),
+                None => names!(q, ["pk"]).key_condition_expression("#pk = :pk"),
+            };
+            let out = q.send().await.map_err(store_error)?;
+            items.extend(out.items().iter().filter(|i| self.live(i)).cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(items),
+            }
         }
     }
 }
 
-fn delivery_from(entry: &AttributeValue) -> Option<DeliveryRecord> {
-    let m = entry.as_m().ok()?;
-    Some(DeliveryRecord {
-        status: DeliveryStatus::parse(get_s(m, "status")?)?,
-        attempts: get_n(m, "attempts").unwrap_or(0) as u32,
+fn event_record(item: &Item) -> Option<EventRecord> {
+    let pk = get_s(item, "pk")?;
+    let sk = get_s(item, "sk")?;
+    let (event_id, SortKey::Event) = parse_sk(sk)? else {
+        return None;
+    };
+    Some(EventRecord {
+        key: EventKey {
+            pk: pk.to_string(),
+            sk: sk.to_string(),
+        },
+        event_id: event_id.to_string(),
+        event_type: get_s(item, "type").unwrap_or_default().to_string(),
+        status: get_s(item, "status").map(str::to_string),
+        rank: get_n(item, "rank").map(|r| r as u16),
+        payload_hash: get_s(item, "hash").unwrap_or_default().to_string(),
+        intake_id: get_s(item, "intake").unwrap_or_default().to_string(),
+        received_at_ms: get_n(item, "received").unwrap_or(0),
+        claimed_at_ms: get_n(item, "claimed").unwrap_or(0),
+        expires_at_secs: get_n(item, "expires_at").unwrap_or(0),
+        generation: get_n(item, "gen").unwrap_or(0) as u32,
+        destinations: get_list_s(item, "dests"),
+        archive: get_list_s(item, "archive"),
     })
 }
 
-impl EventStore for DynamoEventStore {
-    async fn claim(&self, claim: &EventClaim<'_>) -> Result<ClaimResult, StoreError> {
-        let deliveries: Item = claim
-            .destinations
-            .iter()
-            .map(|d| {
-                (
-                    d.clone(),
-                    AttributeValue::M(HashMap::from([(
-                        "status".to_string(),
-                        s(DeliveryStatus::Pending.as_str()),
-                    )])),
-                )
-            })
-            .collect();
-        let result = self
+fn history_item(h: &AttemptLog) -> AttributeValue {
+    let mut m = HashMap::from([
+        ("a".to_string(), n(h.attempt)),
+        ("t".to_string(), n(h.at_ms)),
+        ("o".to_string(), s(&h.outcome)),
+        ("l".to_string(), n(h.latency_ms)),
+        ("y".to_string(), n(h.cycle)),
+    ]);
+    if let Some(c) = h.status_code {
+        m.insert("c".into(), n(c));
+    }
+    if h.probe {
+        m.insert("p".into(), AttributeValue::Bool(true));
+    }
+    AttributeValue::M(m)
+}
+
+fn history_from(item: &Item) -> Vec<AttemptLog> {
+    item.get("history")
+        .and_then(|v| v.as_l().ok())
+        .map(|l| {
+            l.iter()
+                .filter_map(|v| {
+                    let m = v.as_m().ok()?;
+                    Some(AttemptLog {
+                        attempt: get_n(m, "a")? as u32,
+                        at_ms: get_n(m, "t")?,
+                        outcome: get_s(m, "o")?.to_string(),
+                        status_code: get_n(m, "c").map(|c| c as u16),
+                        latency_ms: get_n(m, "l").unwrap_or(0),
+                        cycle: get_n(m, "y").unwrap_or(1) as u32,
+                        probe: m
+                            .get("p")
+                            .and_then(|p| p.as_bool().ok())
+                            .copied()
+                            .unwrap_or(false),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn delivery_record(item: &Item) -> Option<DeliveryRecord> {
+    Some(DeliveryRecord {
+        destination: get_s(item, "dest")?.to_string(),
+        replay: get_s(item, "replay").map(str::to_string),
+        status: DeliveryStatus::parse(get_s(item, "status")?)?,
+        attempts: get_n(item, "attempts").unwrap_or(0) as u32,
+        last_attempt_at_ms: get_n(item, "last_at").unwrap_or(0),
+        last_outcome: get_s(item, "outcome").map(str::to_string),
+        last_status_code: get_n(item, "code").map(|c| c as u16),
+        lag_ms: get_n(item, "lag"),
+        history: history_from(item),
+    })
+}
+
+impl EventStore for DynamoRecords {
+    async fn claim(&self, c: &EventClaim<'_>) -> Result<ClaimResult, StoreError> {
+        let mut request = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(claim.key))
-            .item("payload_hash", s(claim.payload_hash))
-            .item("claimed_by", s(claim.message_id))
-            .item("created_at", n(claim.now_ms))
-            .item("expires_at", n(claim.expires_at_secs))
-            .item("lease_until", n(claim.lease_until_ms))
-            .item("deliveries", AttributeValue::M(deliveries))
+            .item("pk", s(&c.key.pk))
+            .item("sk", s(&c.key.sk))
+            .item("type", s(c.event_type))
+            .item("hash", s(c.payload_hash))
+            .item("intake", s(c.intake_id))
+            .item("received", n(c.received_at_ms))
+            .item("claimed", n(c.now_ms))
+            .item("lease", n(c.lease_until_ms))
+            .item("gen", n(0))
+            .item(
+                "dests",
+                AttributeValue::L(c.destinations.iter().map(s).collect()),
+            )
+            .item("expires_at", n(c.expires_at_secs));
+        if let Some((status, rank)) = c.status {
+            request = request.item("status", s(status)).item("rank", n(rank));
+        }
+        if let Some(object) = c.archive_object {
+            request = request.item("archive", AttributeValue::L(vec![s(object)]));
+        }
+        let result = names!(request, ["pk", "expires_at"])
             // Correctness never waits for TTL's late deletion: an expired record is claimable.
-            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-            .expression_attribute_values(":now", n(claim.now_ms / 1000))
+            .condition_expression("attribute_not_exists(#pk) OR #expires_at < :now")
+            .expression_attribute_values(":now", n(c.now_ms / 1000))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -135,11 +265,7 @@ impl EventStore for DynamoEventStore {
             Err(e) => e,
         };
         let old = match err.as_service_error() {
-            Some(se) if se.is_conditional_check_failed_exception() => {
-                let aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) = se
-                else {
-                    unreachable!("checked above")
-                };
+            Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c)) => {
                 // Without the old item the outcome cannot be decided: retry rather than guess.
                 c.item().cloned().ok_or_else(|| {
                     StoreError("conditional check failed without the existing item".into())
@@ -147,143 +273,514 @@ impl EventStore for DynamoEventStore {
             }
             _ => return Err(store_error(err)),
         };
-        let mut pending: Vec<String> = old
-            .get("deliveries")
-            .and_then(|d| d.as_m().ok())
-            .map(|m| {
-                m.iter()
-                    .filter(|(_, v)| {
-                        delivery_from(v).is_some_and(|r| r.status == DeliveryStatus::Pending)
-                    })
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        pending.sort();
         Ok(ClaimResult::Existing(ExistingRecord {
-            payload_hash: get_s(&old, "payload_hash").unwrap_or_default().to_string(),
-            claimed_by: get_s(&old, "claimed_by").unwrap_or_default().to_string(),
-            created_at_ms: get_n(&old, "created_at").unwrap_or(0),
-            lease_until_ms: get_n(&old, "lease_until").unwrap_or(0),
-            pending,
+            payload_hash: get_s(&old, "hash").unwrap_or_default().to_string(),
+            intake_id: get_s(&old, "intake").unwrap_or_default().to_string(),
+            claimed_at_ms: get_n(&old, "claimed").unwrap_or(0),
+            lease_until_ms: get_n(&old, "lease").unwrap_or(0),
+            expires_at_secs: get_n(&old, "expires_at").unwrap_or(0),
+            generation: get_n(&old, "gen").unwrap_or(0) as u32,
+            destinations: get_list_s(&old, "dests"),
         }))
     }
 
-    async fn delivery(
-        &self,
-        key: &str,
-        destination: &str,
-    ) -> Result<Option<DeliveryRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(key))
-            .consistent_read(true)
-            .projection_expression("deliveries.#d")
-            .expression_attribute_names("#d", destination)
-            .send()
-            .await
-            .map_err(store_error)?;
-        Ok(out
-            .item()
-            .and_then(|i| i.get("deliveries"))
-            .and_then(|d| d.as_m().ok())
-            .and_then(|m| m.get(destination))
-            .and_then(delivery_from))
-    }
-
-    async fn record_attempt(
-        &self,
-        key: &str,
-        destination: &str,
-        u: &AttemptUpdate,
-    ) -> Result<bool, StoreError> {
-        let mut set = vec![
-            "deliveries.#d.#status = :status",
-            "deliveries.#d.attempts = :attempt",
-            "deliveries.#d.last_attempt_at = :at",
-            "deliveries.#d.last_outcome = :outcome",
-            "deliveries.#d.latency_ms = :latency",
-        ];
+    async fn take_over(&self, r: &RepairTakeover<'_>) -> Result<Option<u32>, StoreError> {
         let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(key))
-            .expression_attribute_names("#d", destination)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":status", s(u.status.as_str()))
-            .expression_attribute_values(":attempt", n(u.attempt))
-            .expression_attribute_values(":at", n(u.at_ms))
-            .expression_attribute_values(":outcome", s(&u.outcome))
-            .expression_attribute_values(":latency", n(u.latency_ms))
-            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
-            .expression_attribute_values(":retrying", s(DeliveryStatus::Retrying.as_str()));
+            .key("pk", s(&r.key.pk))
+            .key("sk", s(&r.key.sk))
+            .expression_attribute_values(":now", n(r.now_ms))
+            .expression_attribute_values(":now_s", n(r.now_ms / 1000))
+            .expression_attribute_values(":lease", n(r.lease_until_ms))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew);
+        let mut names = Vec::new();
+        for (i, intake) in r.intake_ids.iter().enumerate() {
+            let name = format!(":i{i}");
+            request = request.expression_attribute_values(&name, s(*intake));
+            names.push(name);
+        }
+        let update = match r.archive_object {
+            Some(object) => {
+                request = request
+                    .expression_attribute_values(":obj", AttributeValue::L(vec![s(object)]))
+                    .expression_attribute_values(":empty", AttributeValue::L(vec![]));
+                request = names!(request, ["archive"]);
+                "SET #lease = :lease, #archive = list_append(if_not_exists(#archive, :empty), :obj) ADD #gen :one"
+            }
+            None => "SET #lease = :lease ADD #gen :one",
+        };
+        let result = names!(request, ["lease", "gen", "pk", "expires_at", "intake"])
+            .update_expression(update)
+            .condition_expression(format!(
+                "attribute_exists(#pk) AND #expires_at >= :now_s AND #lease < :now AND #intake IN ({})",
+                names.join(", ")
+            ))
+            .send()
+            .await;
+        Ok(applied(result)?
+            .map(|out| out.attributes().and_then(|a| get_n(a, "gen")).unwrap_or(0) as u32))
+    }
+
+    async fn attempted(&self, key: &EventKey) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = self
+            .query(&key.pk, Some(&format!("{}#d#", key.sk)))
+            .await?
+            .iter()
+            .filter_map(|i| get_s(i, "dest").map(str::to_string))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl DeliveryStore for DynamoRecords {
+    async fn view(&self, key: &DeliveryKey) -> Result<DeliveryView, StoreError> {
+        // One query reads the event item and its deliveries (1 read unit while they stay under
+        // 4 KB together); the event item tells the generation.
+        let items = self.query(&key.pk, Some(&key.event_sk)).await?;
+        let mut view = DeliveryView::default();
+        for item in &items {
+            match get_s(item, "sk") {
+                Some(sk) if sk == key.event_sk => {
+                    view.event_exists = true;
+                    view.generation = get_n(item, "gen").unwrap_or(0) as u32;
+                }
+                Some(sk) if sk == key.sk => {
+                    view.delivery =
+                        DeliveryStatus::parse(get_s(item, "status").unwrap_or("")).map(|status| {
+                            DeliveryState {
+                                status,
+                                attempts: get_n(item, "attempts").unwrap_or(0) as u32,
+                                token: get_s(item, "token").map(str::to_string),
+                            }
+                        });
+                }
+                _ => {}
+            }
+        }
+        Ok(view)
+    }
+
+    async fn record_attempt(
+        &self,
+        key: &DeliveryKey,
+        u: &AttemptUpdate,
+    ) -> Result<bool, StoreError> {
+        let mut set = vec![
+            "#dest = :dest",
+            "#status = :status",
+            "#attempts = :attempt",
+            "#last_at = :at",
+            "#outcome = :outcome",
+            "#latency = :latency",
+            "#history = :history",
+            "#expires_at = :exp",
+        ];
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&key.pk))
+            .key("sk", s(&key.sk));
+        let mut request = names!(
+            request,
+            [
+                "dest",
+                "status",
+                "attempts",
+                "last_at",
+                "outcome",
+                "latency",
+                "history",
+                "expires_at",
+                "token",
+                "code",
+                "sk"
+            ]
+        )
+        .expression_attribute_values(":dest", s(&u.destination))
+        .expression_attribute_values(":status", s(u.status.as_str()))
+        .expression_attribute_values(":attempt", n(u.attempt))
+        .expression_attribute_values(":at", n(u.at_ms))
+        .expression_attribute_values(":outcome", s(&u.outcome))
+        .expression_attribute_values(":latency", n(u.latency_ms))
+        .expression_attribute_values(
+            ":history",
+            AttributeValue::L(u.history.iter().map(history_item).collect()),
+        )
+        .expression_attribute_values(":exp", n(u.expires_at_secs))
+        .expression_attribute_values(":now_s", n(self.clock.now_secs()))
+        .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+        .expression_attribute_values(":retrying", s(DeliveryStatus::Retrying.as_str()));
+        let mut remove = vec!["#token"];
         if let Some(code) = u.status_code {
-            set.push("deliveries.#d.last_status_code = :code");
+            set.push("#code = :code");
             request = request.expression_attribute_values(":code", n(code));
+        } else {
+            remove.push("#code");
+        }
+        if let Some(lag) = u.lag_ms {
+            set.push("#lag = :lag");
+            request = names!(request, ["lag"]).expression_attribute_values(":lag", n(lag));
+        }
+        if let Some(replay) = &u.replay {
+            set.push("#replay = :replay");
+            request = names!(request, ["replay"]).expression_attribute_values(":replay", s(replay));
         }
         let movable = if u.redrive {
             request =
                 request.expression_attribute_values(":failed", s(DeliveryStatus::Failed.as_str()));
-            "deliveries.#d.#status IN (:pending, :retrying, :failed)"
+            "#status IN (:pending, :retrying, :failed)"
         } else {
-            "deliveries.#d.#status IN (:pending, :retrying)"
+            "#status IN (:pending, :retrying)"
         };
         let result = request
-            .update_expression(format!("SET {}", set.join(", ")))
+            .update_expression(format!("SET {} REMOVE {}", set.join(", "), remove.join(", ")))
+            // An expired item (TTL not yet run) counts as absent.
             .condition_expression(format!(
-                "attribute_exists(deliveries.#d) AND {movable} AND (attribute_not_exists(deliveries.#d.attempts) OR deliveries.#d.attempts < :attempt)"
+                "attribute_not_exists(#sk) OR #expires_at < :now_s OR ({movable} AND #attempts < :attempt)"
             ))
             .send()
             .await;
-        applied(result)
-    }
-}
-
-#[derive(Clone)]
-pub struct DynamoSessionStore {
-    client: Client,
-    table: String,
-}
-
-impl DynamoSessionStore {
-    pub fn new(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::from_client(Client::new(aws), table)
+        Ok(applied(result)?.is_some())
     }
 
-    pub fn from_client(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
-    }
-}
-
-impl SessionStore for DynamoSessionStore {
-    async fn advance(&self, u: &SessionUpdate<'_>) -> Result<bool, StoreError> {
+    async fn mark_replay(
+        &self,
+        key: &DeliveryKey,
+        m: &ReplayMarker<'_>,
+    ) -> Result<bool, StoreError> {
         let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&key.pk))
+            .item("sk", s(&key.sk))
+            .item("dest", s(m.destination))
+            .item("replay", s(m.replay_id))
+            .item("status", s(DeliveryStatus::Pending.as_str()))
+            .item("attempts", n(0))
+            .item("last_at", n(m.at_ms))
+            .item("token", s(m.token))
+            .item("expires_at", n(m.expires_at_secs))
+            .condition_expression(
+                "attribute_not_exists(#sk) OR #attempts = :zero OR #expires_at < :now_s",
+            )
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_names("#expires_at", "expires_at")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now_s", n(self.clock.now_secs()))
+            .send()
+            .await;
+        Ok(applied(result)?.is_some())
+    }
+}
+
+fn destination_state(item: &Item) -> DestinationState {
+    let paused = match (
+        get_s(item, "paused_by").and_then(PausedBy::parse),
+        get_n(item, "since"),
+    ) {
+        (Some(by), Some(since_ms)) => Some(Pause {
+            by,
+            reason: get_s(item, "reason").unwrap_or_default().to_string(),
+            since_ms,
+        }),
+        _ => None,
+    };
+    DestinationState {
+        paused,
+        failures: get_n(item, "failures").unwrap_or(0) as u32,
+        last_failure: get_s(item, "last_failure").map(str::to_string),
+        last_failure_at_ms: get_n(item, "last_failure_at").unwrap_or(0),
+        slow_until_ms: get_n(item, "slow_until").unwrap_or(0),
+        probe_at_ms: get_n(item, "probe_at").unwrap_or(0),
+        updated_at_ms: get_n(item, "updated").unwrap_or(0),
+    }
+}
+
+impl DynamoRecords {
+    /// An update of a destination's state item; `attrs`: the attributes its expressions name
+    /// (as `#name`).
+    fn destination_update(
+        &self,
+        destination: &str,
+        now_ms: u64,
+        attrs: &[&str],
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(format!("{}#{}", u.provider, u.session_id)))
-            .update_expression(
-                "SET #status = :status, status_rank = :rank, event_id = :event, updated_at = :at, \
-                 first_seen_at = if_not_exists(first_seen_at, :at), expires_at = :exp",
-            )
-            // Forward only. The same event again fails the condition and changes nothing, so a
-            // repair or duplicate may re-apply it freely; of two events of equal rank (two terminal
-            // statuses), the first recorded stays.
-            .condition_expression("attribute_not_exists(pk) OR status_rank < :rank")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":status", s(u.status))
-            .expression_attribute_values(":rank", n(u.rank))
-            .expression_attribute_values(":event", s(u.event_id))
-            .expression_attribute_values(":at", n(u.at_ms))
-            .expression_attribute_values(":exp", n(u.expires_at_secs))
+            .key("pk", s(DESTINATIONS_PK))
+            .key("sk", s(destination))
+            .expression_attribute_values(":now", n(now_ms));
+        for a in attrs {
+            req = req.expression_attribute_names(format!("#{a}"), *a);
+        }
+        req
+    }
+}
+
+impl DestinationStates for DynamoRecords {
+    async fn load(&self) -> Result<BTreeMap<String, DestinationState>, StoreError> {
+        Ok(self
+            .query(DESTINATIONS_PK, None)
+            .await?
+            .iter()
+            .filter_map(|i| Some((get_s(i, "sk")?.to_string(), destination_state(i))))
+            .collect())
+    }
+
+    async fn apply(
+        &self,
+        destination: &str,
+        write: &BreakerWrite,
+        now_ms: u64,
+    ) -> Result<Transition, StoreError> {
+        match write {
+            BreakerWrite::Failures {
+                n: count,
+                last,
+                threshold,
+                probe_at_ms,
+            } => {
+                let out = self
+                    .destination_update(destination, now_ms, &["updated", "last_failure", "last_failure_at", "failures"])
+                    .update_expression(
+                        "SET #updated = :now, #last_failure = :last, #last_failure_at = :now ADD #failures :n",
+                    )
+                    .expression_attribute_values(":last", s(last))
+                    .expression_attribute_values(":n", n(*count))
+                    .return_values(ReturnValue::AllNew)
+                    .send()
+                    .await
+                    .map_err(store_error)?;
+                let failures = out
+                    .attributes()
+                    .and_then(|a| get_n(a, "failures"))
+                    .unwrap_or(0);
+                if failures < u64::from(*threshold) {
+                    return Ok(Transition::None);
+                }
+                let paused = self
+                    .destination_update(destination, now_ms, &["paused_by", "reason", "since", "probe_at"])
+                    .update_expression(
+                        "SET #paused_by = :by, #reason = :reason, #since = :now, #probe_at = :probe",
+                    )
+                    .condition_expression("attribute_not_exists(#paused_by)")
+                    .expression_attribute_values(":by", s(PausedBy::Breaker.as_str()))
+                    .expression_attribute_values(
+                        ":reason",
+                        s(breaker_reason(failures as u32, last)),
+                    )
+                    .expression_attribute_values(":probe", n(*probe_at_ms))
+                    .send()
+                    .await;
+                Ok(if applied(paused)?.is_some() {
+                    Transition::Paused
+                } else {
+                    Transition::None
+                })
+            }
+            BreakerWrite::Recovered => {
+                self.destination_update(destination, now_ms, &["failures", "updated"])
+                    .update_expression("SET #failures = :zero, #updated = :now")
+                    .expression_attribute_values(":zero", n(0))
+                    .send()
+                    .await
+                    .map_err(store_error)?;
+                let resumed = self
+                    .destination_update(
+                        destination,
+                        now_ms,
+                        &["paused_by", "reason", "since", "probe_at", "updated"],
+                    )
+                    .update_expression(
+                        "REMOVE #paused_by, #reason, #since, #probe_at SET #updated = :now",
+                    )
+                    .condition_expression("#paused_by = :breaker")
+                    .expression_attribute_values(":breaker", s(PausedBy::Breaker.as_str()))
+                    .send()
+                    .await;
+                Ok(if applied(resumed)?.is_some() {
+                    Transition::Resumed
+                } else {
+                    Transition::None
+                })
+            }
+            BreakerWrite::Gone {
+                reason,
+                probe_at_ms,
+            } => {
+                let paused = self
+                    .destination_update(destination, now_ms, &["paused_by", "reason", "since", "probe_at", "updated"])
+                    .update_expression(
+                        "SET #paused_by = :by, #reason = :reason, #since = :now, #probe_at = :probe, #updated = :now",
+                    )
+                    .condition_expression("attribute_not_exists(#paused_by)")
+                    .expression_attribute_values(":by", s(PausedBy::Breaker.as_str()))
+                    .expression_attribute_values(":reason", s(reason))
+                    .expression_attribute_values(":probe", n(*probe_at_ms))
+                    .send()
+                    .await;
+                Ok(if applied(paused)?.is_some() {
+                    Transition::Paused
+                } else {
+                    Transition::None
+                })
+            }
+            BreakerWrite::Slow { until_ms } => {
+                let result = self
+                    .destination_update(destination, now_ms, &["slow_until", "updated"])
+                    .update_expression("SET #slow_until = :until, #updated = :now")
+                    .condition_expression(
+                        "attribute_not_exists(#slow_until) OR #slow_until < :until",
+                    )
+                    .expression_attribute_values(":until", n(*until_ms))
+                    .send()
+                    .await;
+                applied(result)?;
+                Ok(Transition::None)
+            }
+        }
+    }
+
+    async fn claim_probe(
+        &self,
+        destination: &str,
+        now_ms: u64,
+        next_probe_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .destination_update(destination, now_ms, &["probe_at", "updated", "paused_by"])
+            .update_expression("SET #probe_at = :next, #updated = :now")
+            .condition_expression("#paused_by = :breaker AND #probe_at <= :now")
+            .expression_attribute_values(":breaker", s(PausedBy::Breaker.as_str()))
+            .expression_attribute_values(":next", n(next_probe_ms))
             .send()
             .await;
-        applied(result)
+        Ok(applied(result)?.is_some())
+    }
+
+    async fn pause(&self, destination: &str, reason: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.destination_update(destination, now_ms, &["paused_by", "reason", "since", "updated", "probe_at"])
+            .update_expression(
+                "SET #paused_by = :by, #reason = :reason, #since = :now, #updated = :now REMOVE #probe_at",
+            )
+            .expression_attribute_values(":by", s(PausedBy::Operator.as_str()))
+            .expression_attribute_values(":reason", s(reason))
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn resume(&self, destination: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let out = self
+            .destination_update(destination, now_ms, &["failures", "updated", "paused_by", "reason", "since", "probe_at"])
+            .update_expression(
+                "SET #failures = :zero, #updated = :now REMOVE #paused_by, #reason, #since, #probe_at",
+            )
+            .expression_attribute_values(":zero", n(0))
+            .return_values(ReturnValue::UpdatedOld)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(out
+            .attributes()
+            .is_some_and(|a| a.contains_key("paused_by")))
+    }
+}
+
+impl RecordReader for DynamoRecords {
+    async fn partition(&self, pk: &str) -> Result<Vec<EventWithDeliveries>, StoreError> {
+        let items = self.query(pk, Some("ev#")).await?;
+        let mut events: Vec<EventWithDeliveries> = Vec::new();
+        let mut deliveries: HashMap<String, Vec<DeliveryRecord>> = HashMap::new();
+        for item in &items {
+            let Some(sk) = get_s(item, "sk") else {
+                continue;
+            };
+            match parse_sk(sk) {
+                Some((_, SortKey::Event)) => {
+                    if let Some(e) = event_record(item) {
+                        events.push(EventWithDeliveries {
+                            event: e,
+                            deliveries: vec![],
+                        });
+                    }
+                }
+                Some((event_id, SortKey::Delivery { .. })) => {
+                    if let Some(d) = delivery_record(item) {
+                        deliveries.entry(event_id.to_string()).or_default().push(d);
+                    }
+                }
+                None => {}
+            }
+        }
+        for e in &mut events {
+            e.deliveries = deliveries.remove(&e.event.event_id).unwrap_or_default();
+        }
+        events.sort_by_key(|e| e.event.received_at_ms);
+        Ok(events)
+    }
+
+    async fn event(&self, key: &EventKey) -> Result<Option<EventWithDeliveries>, StoreError> {
+        let items = self.query(&key.pk, Some(&key.sk)).await?;
+        let Some(event) = items
+            .iter()
+            .find(|i| get_s(i, "sk") == Some(key.sk.as_str()))
+            .and_then(event_record)
+        else {
+            return Ok(None);
+        };
+        let deliveries = items
+            .iter()
+            .filter(|i| get_s(i, "sk") != Some(key.sk.as_str()))
+            .filter_map(delivery_record)
+            .collect();
+        Ok(Some(EventWithDeliveries { event, deliveries }))
+    }
+
+    async fn erase_partition(&self, pk: &str) -> Result<usize, StoreError> {
+        // Expired items too: erasure removes everything, not only what is still live.
+        let mut keys = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .projection_expression("#pk, #sk")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_names("#sk", "sk")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(store_error)?;
+            keys.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        for key in &keys {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .send()
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(keys.len())
     }
 }

@@ -1,6 +1,6 @@
 //! SQS adapters for the queue ports.
 
-use crate::delivery::{DeliveryJob, DeliveryQueue, Scheduled};
+use crate::delivery::{DeliveryJob, DeliveryQueue, Lane, Scheduled};
 use crate::envelope::Envelope;
 use crate::queue::{IngestQueue, QueueError};
 use aws_sdk_sqs::types::MessageAttributeValue;
@@ -81,41 +81,54 @@ const BATCH_MAX_BYTES: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct SqsDeliveryQueue {
     client: aws_sdk_sqs::Client,
-    queue_url: String,
+    fast_url: String,
+    retry_url: Option<String>,
     dlq_url: Option<String>,
 }
 
 impl SqsDeliveryQueue {
-    /// `dlq_url`: where exhausted jobs go (the dispatcher needs it; the consumer does not).
+    /// `retry_url`: the retry lane (the dispatcher needs it; the consumer sends first attempts only);
+    /// `dlq_url`: where exhausted jobs go (the dispatcher).
     pub fn new(
         aws: &aws_config::SdkConfig,
-        queue_url: impl Into<String>,
+        fast_url: impl Into<String>,
+        retry_url: Option<String>,
         dlq_url: Option<String>,
     ) -> Self {
-        Self::from_client(aws_sdk_sqs::Client::new(aws), queue_url, dlq_url)
+        Self::from_client(aws_sdk_sqs::Client::new(aws), fast_url, retry_url, dlq_url)
     }
 
     pub fn from_client(
         client: aws_sdk_sqs::Client,
-        queue_url: impl Into<String>,
+        fast_url: impl Into<String>,
+        retry_url: Option<String>,
         dlq_url: Option<String>,
     ) -> Self {
         Self {
             client,
-            queue_url: queue_url.into(),
+            fast_url: fast_url.into(),
+            retry_url,
             dlq_url,
+        }
+    }
+
+    fn url(&self, lane: Lane) -> Option<&str> {
+        match lane {
+            Lane::Fast => Some(&self.fast_url),
+            Lane::Retry => self.retry_url.as_deref(),
         }
     }
 
     async fn send_batch(
         &self,
+        url: &str,
         entries: Vec<aws_sdk_sqs::types::SendMessageBatchRequestEntry>,
     ) -> Vec<Result<(), QueueError>> {
         let count = entries.len();
         match self
             .client
             .send_message_batch()
-            .queue_url(&self.queue_url)
+            .queue_url(url)
             .set_entries(Some(entries))
             .send()
             .await
@@ -161,37 +174,60 @@ fn job_entry(
 
 impl DeliveryQueue for SqsDeliveryQueue {
     async fn schedule(&self, jobs: Vec<Scheduled>) -> Vec<Result<(), QueueError>> {
-        let mut results: Vec<Result<(), QueueError>> = Vec::with_capacity(jobs.len());
-        // Pack jobs into as few requests as the batch limits allow, preserving order.
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0;
-        for s in &jobs {
-            let body = match serde_json::to_string(&s.job) {
-                Ok(b) => sqs_safe_json(b),
-                Err(e) => {
-                    // Flush first so results stay in job order.
-                    if !batch.is_empty() {
-                        results.extend(self.send_batch(std::mem::take(&mut batch)).await);
-                        batch_bytes = 0;
-                    }
-                    results.push(Err(QueueError(e.to_string())));
-                    continue;
-                }
-            };
-            let size = body.len() + 512; // attributes
-            if !batch.is_empty()
-                && (batch.len() == BATCH_MAX_ENTRIES || batch_bytes + size > BATCH_MAX_BYTES)
-            {
-                results.extend(self.send_batch(std::mem::take(&mut batch)).await);
-                batch_bytes = 0;
+        let mut results: Vec<Option<Result<(), QueueError>>> =
+            (0..jobs.len()).map(|_| None).collect();
+        // Per lane, pack jobs into as few requests as the batch limits allow; results keep job order.
+        for lane in [Lane::Fast, Lane::Retry] {
+            let indices: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].lane == lane).collect();
+            if indices.is_empty() {
+                continue;
             }
-            batch_bytes += size;
-            batch.push(job_entry(batch.len(), body, s));
-        }
-        if !batch.is_empty() {
-            results.extend(self.send_batch(batch).await);
+            let Some(url) = self.url(lane) else {
+                for i in indices {
+                    results[i] = Some(Err(QueueError(format!(
+                        "no {} lane configured",
+                        lane.as_str()
+                    ))));
+                }
+                continue;
+            };
+            let mut batch = Vec::new();
+            let mut owners = Vec::new();
+            let mut batch_bytes = 0;
+            for i in indices {
+                let s = &jobs[i];
+                let body = match serde_json::to_string(&s.job) {
+                    Ok(b) => sqs_safe_json(b),
+                    Err(e) => {
+                        results[i] = Some(Err(QueueError(e.to_string())));
+                        continue;
+                    }
+                };
+                let size = body.len() + 512; // attributes
+                if !batch.is_empty()
+                    && (batch.len() == BATCH_MAX_ENTRIES || batch_bytes + size > BATCH_MAX_BYTES)
+                {
+                    let sent = self.send_batch(url, std::mem::take(&mut batch)).await;
+                    for (o, r) in std::mem::take(&mut owners).into_iter().zip(sent) {
+                        results[o] = Some(r);
+                    }
+                    batch_bytes = 0;
+                }
+                batch_bytes += size;
+                batch.push(job_entry(batch.len(), body, s));
+                owners.push(i);
+            }
+            if !batch.is_empty() {
+                let sent = self.send_batch(url, batch).await;
+                for (o, r) in owners.into_iter().zip(sent) {
+                    results[o] = Some(r);
+                }
+            }
         }
         results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(QueueError("not sent".into()))))
+            .collect()
     }
 
     async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), QueueError> {

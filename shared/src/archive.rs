@@ -1,0 +1,316 @@
+//! The event archive: every accepted event's envelope (the raw body byte for byte, so a signature can
+//! be checked again, and its metadata), kept for the retention configured on the bucket
+//! (`ArchiveRetentionDays`, lifecycle rule) and encrypted at rest.
+//!
+//! One object per consumer batch, not per event: S3 bills a `PUT` like a thousand DynamoDB write
+//! units would cost half as much, so per-event objects would cost $5 per million webhooks where a
+//! batch of ten costs $0.50 (ARCHITECTURE.md §3). Objects are JSON Lines, one envelope per line,
+//! under a time-ordered key, so a time range is a key range:
+//!
+//! ```text
+//! events/2026/12/01/21/20261201T214715Z-<batch id>.jsonl
+//! ```
+//!
+//! The event's record lists the objects holding it (`archive`), so one event or one session is found
+//! without listing; a repair writes the event again into its own batch's object and appends it to
+//! that list, so every copy can be found (and erased).
+
+use crate::envelope::Envelope;
+
+#[derive(Debug, thiserror::Error)]
+#[error("archive unavailable: {0}")]
+pub struct ArchiveError(pub String);
+
+pub const PREFIX: &str = "events/";
+
+/// Where the consumer writes archive objects.
+pub trait Archive: Send + Sync {
+    /// False when the archive is switched off (no bucket configured).
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn put(
+        &self,
+        object: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), ArchiveError>> + Send;
+}
+
+/// What operators read (and rewrite, to erase).
+pub trait ArchiveStore: Archive {
+    /// `Ok(None)`: no such object (expired, or never written because the batch failed first).
+    fn get(
+        &self,
+        object: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, ArchiveError>> + Send;
+
+    /// Object keys starting with `prefix`, in key order, after `start_after` (if any).
+    fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<String>, ArchiveError>> + Send;
+
+    fn delete(&self, object: &str) -> impl Future<Output = Result<(), ArchiveError>> + Send;
+}
+
+/// The archive switched off.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Off;
+
+impl Archive for Off {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    async fn put(&self, _object: &str, _body: Vec<u8>) -> Result<(), ArchiveError> {
+        Ok(())
+    }
+}
+
+/// The object a batch processed at `now_ms` writes.
+pub fn object_key(now_ms: u64, batch_id: &str) -> String {
+    let t = Utc::from_ms(now_ms);
+    // The batch id is Lambda's request id (or a test's name): keep it key-safe.
+    let id: String = batch_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    format!(
+        "{PREFIX}{:04}/{:02}/{:02}/{:02}/{:04}{:02}{:02}T{:02}{:02}{:02}Z-{id}.jsonl",
+        t.year, t.month, t.day, t.hour, t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}
+
+/// The key prefix of one hour; `list` over consecutive hours covers a time range.
+pub fn hour_prefix(ms: u64) -> String {
+    let t = Utc::from_ms(ms);
+    format!(
+        "{PREFIX}{:04}/{:02}/{:02}/{:02}/",
+        t.year, t.month, t.day, t.hour
+    )
+}
+
+/// One object's body: the envelopes as JSON Lines.
+pub fn encode(envelopes: &[&Envelope]) -> Result<Vec<u8>, ArchiveError> {
+    let mut out = Vec::with_capacity(envelopes.len() * 1024);
+    for e in envelopes {
+        serde_json::to_writer(&mut out, e).map_err(|e| ArchiveError(e.to_string()))?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// The envelopes of an object (lines that do not parse are skipped and counted).
+pub fn decode(body: &[u8]) -> (Vec<Envelope>, usize) {
+    let mut bad = 0;
+    let envelopes = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice(l).inspect_err(|_| bad += 1).ok())
+        .collect();
+    (envelopes, bad)
+}
+
+/// A UTC calendar time (no time-zone crate needed for key names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+impl Utc {
+    pub fn from_ms(ms: u64) -> Self {
+        let secs = ms / 1000;
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Self {
+            year,
+            month,
+            day,
+            hour: (rem / 3600) as u32,
+            minute: (rem % 3600 / 60) as u32,
+            second: (rem % 60) as u32,
+        }
+    }
+
+    /// RFC 3339, to the second.
+    pub fn rfc3339(ms: u64) -> String {
+        let t = Self::from_ms(ms);
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year, t.month, t.day, t.hour, t.minute, t.second
+        )
+    }
+
+    /// Parses `YYYY-MM-DDTHH:MM:SSZ` (or a date alone, at midnight) into ms since the epoch.
+    pub fn parse_rfc3339(s: &str) -> Option<u64> {
+        let s = s.trim();
+        let (date, time) = match s.split_once('T') {
+            Some((d, t)) => (d, t.strip_suffix('Z')?),
+            None => (s, "00:00:00"),
+        };
+        let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+        let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
+        if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&dd) {
+            return None;
+        }
+        let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
+        let (h, mi, se) = (t.next()??, t.next()??, t.next().unwrap_or(Some(0))?);
+        if t.next().is_some()
+            || !(0..24).contains(&h)
+            || !(0..60).contains(&mi)
+            || !(0..61).contains(&se)
+        {
+            return None;
+        }
+        // days_from_civil.
+        let y2 = if m <= 2 { y - 1 } else { y };
+        let era = y2.div_euclid(400);
+        let yoe = y2.rem_euclid(400);
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + dd - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let secs = days * 86_400 + h * 3600 + mi * 60 + se;
+        u64::try_from(secs).ok().map(|s| s * 1000)
+    }
+}
+
+/// The archive in memory (unit tests; `fail_puts` simulates an S3 outage).
+#[derive(Default)]
+pub struct MemoryArchive {
+    objects: std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+    pub fail_puts: std::sync::atomic::AtomicBool,
+    pub puts: std::sync::atomic::AtomicU64,
+}
+
+impl MemoryArchive {
+    pub fn objects(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
+        self.objects.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+}
+
+impl Archive for MemoryArchive {
+    async fn put(&self, object: &str, body: Vec<u8>) -> Result<(), ArchiveError> {
+        use std::sync::atomic::Ordering;
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        if self.fail_puts.load(Ordering::SeqCst) {
+            return Err(ArchiveError("archive unavailable (test)".into()));
+        }
+        self.objects
+            .lock()
+            .map_err(|_| ArchiveError("poisoned".into()))?
+            .insert(object.to_string(), body);
+        Ok(())
+    }
+}
+
+impl ArchiveStore for MemoryArchive {
+    async fn get(&self, object: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
+        Ok(self
+            .objects
+            .lock()
+            .map_err(|_| ArchiveError("poisoned".into()))?
+            .get(object)
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<String>, ArchiveError> {
+        Ok(self
+            .objects
+            .lock()
+            .map_err(|_| ArchiveError("poisoned".into()))?
+            .keys()
+            .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s))
+            .cloned()
+            .collect())
+    }
+
+    async fn delete(&self, object: &str) -> Result<(), ArchiveError> {
+        self.objects
+            .lock()
+            .map_err(|_| ArchiveError("poisoned".into()))?
+            .remove(object);
+        Ok(())
+    }
+}
+
+impl<T: Archive> Archive for std::sync::Arc<T> {
+    fn enabled(&self) -> bool {
+        (**self).enabled()
+    }
+
+    fn put(
+        &self,
+        object: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), ArchiveError>> + Send {
+        (**self).put(object, body)
+    }
+}
+
+impl<T: ArchiveStore> ArchiveStore for std::sync::Arc<T> {
+    fn get(
+        &self,
+        object: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, ArchiveError>> + Send {
+        (**self).get(object)
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<String>, ArchiveError>> + Send {
+        (**self).list(prefix, start_after)
+    }
+
+    fn delete(&self, object: &str) -> impl Future<Output = Result<(), ArchiveError>> + Send {
+        (**self).delete(object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_time_ordered_and_parse_back() {
+        // 2026-12-01T21:47:15Z
+        let ms = 1_796_161_635_000;
+        assert_eq!(Utc::rfc3339(ms), "2026-12-01T21:47:15Z");
+        assert_eq!(Utc::parse_rfc3339("2026-12-01T21:47:15Z"), Some(ms));
+        assert_eq!(
+            object_key(ms, "a1b2/../x"),
+            "events/2026/12/01/21/20261201T214715Z-a1b2x.jsonl"
+        );
+        assert_eq!(hour_prefix(ms), "events/2026/12/01/21/");
+        assert!(object_key(ms, "a") < object_key(ms + 1000, "a"));
+        assert_eq!(Utc::parse_rfc3339("2024-02-29"), Some(1_709_164_800_000));
+        assert_eq!(Utc::rfc3339(1_709_164_800_000), "2024-02-29T00:00:00Z");
+        assert_eq!(Utc::parse_rfc3339("2024-13-01"), None);
+        assert_eq!(Utc::parse_rfc3339("yesterday"), None);
+        assert_eq!(Utc::rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,148 @@
+//! S3 adapter of the archive ports (`crate::archive`). The bucket's default encryption and
+//! lifecycle rule (template.yaml) apply to every object; nothing here sets per-object options.
+
+use crate::archive::{Archive, ArchiveError, ArchiveStore};
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+
+#[derive(Clone)]
+pub struct S3Archive {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Archive {
+    pub fn new(aws: &aws_config::SdkConfig, bucket: impl Into<String>) -> Self {
+        // A local emulator (AWS_ENDPOINT_URL) serves buckets by path, not by virtual host.
+        let config = aws_sdk_s3::config::Builder::from(aws)
+            .force_path_style(aws.endpoint_url().is_some())
+            .build();
+        Self::from_client(aws_sdk_s3::Client::from_conf(config), bucket)
+    }
+
+    pub fn from_client(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+}
+
+fn archive_error<E, R>(e: SdkError<E, R>) -> ArchiveError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    ArchiveError(DisplayErrorContext(e).to_string())
+}
+
+impl Archive for S3Archive {
+    async fn put(&self, object: &str, body: Vec<u8>) -> Result<(), ArchiveError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(object)
+            .content_type("application/x-ndjson")
+            .body(body.into())
+            .send()
+            .await
+            .map_err(archive_error)?;
+        Ok(())
+    }
+}
+
+impl ArchiveStore for S3Archive {
+    async fn get(&self, object: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(object)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| ArchiveError(e.to_string()))?;
+                Ok(Some(bytes.into_bytes().to_vec()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+            Err(e) => Err(archive_error(e)),
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<String>, ArchiveError> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_start_after(start_after.map(str::to_string))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(archive_error)?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    async fn delete(&self, object: &str) -> Result<(), ArchiveError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(object)
+            .send()
+            .await
+            .map_err(archive_error)?;
+        Ok(())
+    }
+}
+
+/// The archive as configured: on (a bucket is named) or off. The S3 client is only built when on.
+pub enum ConfiguredArchive {
+    On(S3Archive),
+    Off,
+}
+
+impl ConfiguredArchive {
+    pub fn new(aws: &aws_config::SdkConfig, bucket: Option<&str>) -> Self {
+        match bucket {
+            Some(b) => ConfiguredArchive::On(S3Archive::new(aws, b)),
+            None => ConfiguredArchive::Off,
+        }
+    }
+}
+
+impl Archive for ConfiguredArchive {
+    fn enabled(&self) -> bool {
+        matches!(self, ConfiguredArchive::On(_))
+    }
+
+    async fn put(&self, object: &str, body: Vec<u8>) -> Result<(), ArchiveError> {
+        match self {
+            ConfiguredArchive::On(a) => a.put(object, body).await,
+            ConfiguredArchive::Off => Ok(()),
+        }
+    }
+}

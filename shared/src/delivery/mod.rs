@@ -1,0 +1,281 @@
+//! Delivery jobs: one message on the delivery queue per (event, destination) and attempt.
+//!
+//! A job carries the envelope, the attempt it is for, its due time and the history of earlier
+//! attempts, so a dead-lettered job tells the operator everything without a table lookup.
+//!
+//! SQS delays a message by at most 900 s, in whole seconds. A job due later is enqueued with
+//! `min(remaining, 900)` seconds and, when it arrives before its due time, re-enqueued with the
+//! remainder, without an attempt being made or counted. Sub-second remainders round up to the next
+//! second (a job is never attempted more than a second early, and never before its delay).
+
+use crate::envelope::Envelope;
+use crate::provider::sha256_hex;
+use crate::queue::QueueError;
+use crate::records::{EventKey, HISTORY_CAP};
+use serde::{Deserialize, Serialize};
+
+pub mod memory;
+
+/// Version 2: jobs name their event by the envelope (records table keyed by session) and carry the
+/// event's generation and expiry. Version 1 jobs (events table) are refused as malformed: drain the
+/// delivery queues before upgrading from 0.1 (docs/deploy.md).
+pub const JOB_VERSION: u8 = 2;
+pub const MAX_SQS_DELAY_SECS: u64 = 900;
+
+/// Deterministic delivery id (the `webhook-id` destinations deduplicate on): the same for every
+/// attempt, retry, redrive and (unless the operator asks for a new id) replay of one event to one
+/// destination.
+pub fn delivery_id(event_key: &EventKey, destination_id: &str) -> String {
+    format!(
+        "dlv_{}",
+        &sha256_hex(&[
+            event_key.pk.as_bytes(),
+            event_key.sk.as_bytes(),
+            destination_id.as_bytes()
+        ])[..32]
+    )
+}
+
+/// The `webhook-id` of a replay sent with `--new-id`.
+pub fn replay_delivery_id(event_key: &EventKey, destination_id: &str, replay_id: &str) -> String {
+    format!(
+        "dlv_{}",
+        &sha256_hex(&[
+            event_key.pk.as_bytes(),
+            event_key.sk.as_bytes(),
+            destination_id.as_bytes(),
+            replay_id.as_bytes()
+        ])[..32]
+    )
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptLog {
+    pub attempt: u32,
+    pub at_ms: u64,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    pub latency_ms: u64,
+    /// First attempt of the retry cycle this attempt belongs to (> 1 after a redrive).
+    #[serde(default = "one")]
+    pub cycle: u32,
+    /// A probe of a paused destination: not counted by the retry policy.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub probe: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterInfo {
+    pub reason: String,
+    pub at_ms: u64,
+    pub attempts: u32,
+}
+
+/// A replay queued by an operator (`kyc-relay replay`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayInfo {
+    /// The replay run (its delivery items are keyed by it, apart from the event's own delivery).
+    pub id: String,
+    /// This copy of the job; a re-run of the replay writes a new one and older copies are dropped.
+    pub token: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    pub v: u8,
+    pub delivery_id: String,
+    pub destination_id: String,
+    /// The attempt this job makes (1-based; strictly increasing across the delivery's life).
+    pub attempt: u32,
+    /// First attempt of the current retry cycle (> 1 after an operator redrove the job).
+    #[serde(default = "one")]
+    pub cycle_start: u32,
+    /// Attempts of the current cycle the retry policy does not count (failed probes of a paused
+    /// destination): a destination that is down does not use up a delivery's retries.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uncharged: u32,
+    /// Not before this time (ms since the epoch).
+    pub due_at_ms: u64,
+    /// The event's generation when the job was queued (a repair bumps it; an attempt-1 job of an
+    /// older generation whose delivery was never attempted is a superseded copy).
+    #[serde(default)]
+    pub generation: u32,
+    /// When the event's records expire (its delivery items get the same expiry).
+    pub expires_at_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayInfo>,
+    #[serde(default)]
+    pub history: Vec<AttemptLog>,
+    /// Set when the job was dead-lettered; a job carrying it on a delivery queue was redriven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterInfo>,
+    pub envelope: Envelope,
+}
+
+impl DeliveryJob {
+    pub fn first(
+        envelope: &Envelope,
+        destination_id: &str,
+        now_ms: u64,
+        generation: u32,
+        expires_at_secs: u64,
+    ) -> Self {
+        Self {
+            v: JOB_VERSION,
+            delivery_id: delivery_id(&EventKey::of(envelope), destination_id),
+            destination_id: destination_id.to_string(),
+            attempt: 1,
+            cycle_start: 1,
+            uncharged: 0,
+            due_at_ms: now_ms,
+            generation,
+            expires_at_secs,
+            replay: None,
+            history: Vec::new(),
+            dead_letter: None,
+            envelope: envelope.clone(),
+        }
+    }
+
+    pub fn event_key(&self) -> EventKey {
+        EventKey::of(&self.envelope)
+    }
+
+    pub fn delivery_key(&self) -> crate::records::DeliveryKey {
+        self.event_key().delivery(
+            &self.destination_id,
+            self.replay.as_ref().map(|r| r.id.as_str()),
+        )
+    }
+
+    /// The attempt's number within the current retry cycle, as the retry policy counts it.
+    pub fn policy_attempt(&self) -> u32 {
+        (self.attempt.saturating_sub(self.cycle_start) + 1)
+            .saturating_sub(self.uncharged)
+            .max(1)
+    }
+
+    /// Jobs of a redriven cycle may move a delivery that an earlier cycle left FAILED.
+    pub fn is_redrive(&self) -> bool {
+        self.cycle_start > 1
+    }
+
+    /// The most recent attempts, as kept on the delivery item.
+    pub fn history_tail(&self) -> Vec<AttemptLog> {
+        let skip = self.history.len().saturating_sub(HISTORY_CAP);
+        self.history[skip..].to_vec()
+    }
+}
+
+/// Seconds to delay a message due at `due_at_ms`: the remainder rounded up, at most 900.
+pub fn sqs_delay_secs(due_at_ms: u64, now_ms: u64) -> u32 {
+    let remaining_ms = due_at_ms.saturating_sub(now_ms);
+    remaining_ms.div_ceil(1000).min(MAX_SQS_DELAY_SECS) as u32
+}
+
+/// Whether a job due at `due_at_ms` may be attempted now (less than a second remains, which SQS
+/// cannot express).
+pub fn is_due(due_at_ms: u64, now_ms: u64) -> bool {
+    due_at_ms.saturating_sub(now_ms) < 1000
+}
+
+/// The two delivery queues. First attempts go to the fast lane; retries, chained delays, jobs held
+/// for a paused destination and jobs of a destination that answers slowly go to the retry lane, so a
+/// degraded destination never shares a batch (and its wait) with healthy ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    Fast,
+    Retry,
+}
+
+impl Lane {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Fast => "fast",
+            Lane::Retry => "retry",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Scheduled {
+    pub job: DeliveryJob,
+    pub delay_secs: u32,
+    pub lane: Lane,
+}
+
+/// The delivery queues (delays) and the delivery dead-letter queue.
+pub trait DeliveryQueue: Send + Sync {
+    /// Enqueues jobs in as few requests as the queues allow; one result per job, in order.
+    fn schedule(
+        &self,
+        jobs: Vec<Scheduled>,
+    ) -> impl Future<Output = Vec<Result<(), QueueError>>> + Send;
+
+    fn dead_letter(&self, job: &DeliveryJob)
+    -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+impl<T: DeliveryQueue> DeliveryQueue for std::sync::Arc<T> {
+    fn schedule(
+        &self,
+        jobs: Vec<Scheduled>,
+    ) -> impl Future<Output = Vec<Result<(), QueueError>>> + Send {
+        (**self).schedule(jobs)
+    }
+
+    fn dead_letter(
+        &self,
+        job: &DeliveryJob,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send {
+        (**self).dead_letter(job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_round_up_and_chain_past_900_seconds() {
+        let now = 1_000_000;
+        // Incode's fifth delay: 1171.875 s = 900 now, then 272 (271.875 rounded up).
+        let due = now + 1_171_875;
+        assert_eq!(sqs_delay_secs(due, now), 900);
+        assert!(!is_due(due, now + 900_000));
+        assert_eq!(sqs_delay_secs(due, now + 900_000), 272);
+        assert!(is_due(due, now + 900_000 + 272_000));
+        assert_eq!(sqs_delay_secs(now + 187_500, now), 188);
+        assert_eq!(sqs_delay_secs(now, now), 0);
+        assert_eq!(sqs_delay_secs(now - 5, now), 0);
+    }
+
+    #[test]
+    fn delivery_ids_are_deterministic_and_distinct() {
+        use crate::provider::Provider::Idnow;
+        let e1 = EventKey::new(Idnow, Some("s"), "e1");
+        let e2 = EventKey::new(Idnow, Some("s"), "e2");
+        assert_eq!(delivery_id(&e1, "crm"), delivery_id(&e1, "crm"));
+        assert_ne!(delivery_id(&e1, "crm"), delivery_id(&e1, "bi"));
+        assert_ne!(delivery_id(&e1, "crm"), delivery_id(&e2, "crm"));
+        assert_ne!(
+            delivery_id(&e1, "crm"),
+            replay_delivery_id(&e1, "crm", "r1")
+        );
+        assert!(delivery_id(&e1, "b").starts_with("dlv_"));
+    }
+}

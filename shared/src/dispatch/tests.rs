@@ -1,0 +1,471 @@
+//! The dispatcher's logic in memory: records, queues and a scripted transport, time controlled by the
+//! test (a manual clock for the relay, tokio's paused clock for timeouts). The same behaviours run
+//! against the emulator and real HTTP servers in `tests/tests/dispatcher.rs`.
+
+use super::transport::{Scripted, ScriptedTransport, TransportError};
+use super::*;
+use crate::clock::ManualClock;
+use crate::delivery::memory::MemoryDeliveryQueue;
+use crate::envelope::tests_support::idnow;
+use crate::records::memory::MemoryRecords;
+use crate::records::{DestinationStates, PausedBy, RecordReader};
+use std::sync::atomic::Ordering;
+
+const T0: u64 = 1_800_000_000_000;
+const CRM: &str = "https://crm.example/h";
+const BI: &str = "https://bi.example/h";
+
+fn destinations(extra: &str) -> Destinations {
+    Destinations::parse(&format!(
+        r#"{{"destinations": [
+          {{"id": "crm", "url": "{CRM}", "retry_policy": "idnow"}},
+          {{"id": "bi", "url": "{BI}", "retry_policy": {{"custom": {{"initial_ms": 1000, "max_retries": 2}}}}}}
+          {extra}
+        ]}}"#
+    ))
+    .unwrap()
+}
+
+struct Rig {
+    dispatcher: Dispatcher<Arc<MemoryRecords>, Arc<MemoryDeliveryQueue>, Arc<ScriptedTransport>>,
+    store: Arc<MemoryRecords>,
+    queue: Arc<MemoryDeliveryQueue>,
+    http: Arc<ScriptedTransport>,
+    clock: ManualClock,
+}
+
+async fn rig_with(destinations: Destinations) -> Rig {
+    let clock = ManualClock::at_ms(T0);
+    let store = Arc::new(MemoryRecords::new(Arc::new(clock.clone())));
+    let queue = Arc::new(MemoryDeliveryQueue::default());
+    let http = Arc::new(ScriptedTransport::default());
+    let no_ssm: Option<&crate::aws::ssm::SsmSecrets> = None;
+    let vault = Vault::resolve(&destinations, no_ssm, Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let settings = DispatcherSettings {
+        // Every batch reads the current state: the tests change it between batches.
+        state_cache: Duration::ZERO,
+        ..Default::default()
+    };
+    Rig {
+        dispatcher: Dispatcher::new(
+            store.clone(),
+            queue.clone(),
+            http.clone(),
+            destinations,
+            vault,
+            settings,
+            Arc::new(clock.clone()),
+        ),
+        store,
+        queue,
+        http,
+        clock,
+    }
+}
+
+async fn rig() -> Rig {
+    rig_with(destinations("")).await
+}
+
+/// An event claimed by the consumer, and its first job to `destination`.
+async fn claimed(r: &Rig, event_id: &str, destination: &str) -> DeliveryJob {
+    use crate::records::{EventClaim, EventKey, EventStore};
+    let e = idnow(event_id, "s1");
+    let key = EventKey::of(&e);
+    let expires = T0 / 1000 + 30 * 86_400;
+    r.store
+        .claim(&EventClaim {
+            key: &key,
+            event_id: &e.event_id,
+            event_type: &e.event_type,
+            status: None,
+            payload_hash: &e.payload_hash,
+            intake_id: &e.intake_id,
+            received_at_ms: e.received_at_ms,
+            now_ms: r.clock.now_ms(),
+            lease_until_ms: r.clock.now_ms(),
+            expires_at_secs: expires,
+            destinations: &[destination.to_string()],
+            archive_object: None,
+        })
+        .await
+        .unwrap();
+    DeliveryJob::first(&e, destination, r.clock.now_ms(), 0, expires)
+}
+
+fn rec(id: &str, job: &DeliveryJob, lane: Lane) -> JobRecord {
+    JobRecord {
+        message_id: id.into(),
+        body: serde_json::to_string(job).unwrap(),
+        lane,
+    }
+}
+
+impl Rig {
+    async fn run(&self, records: &[JobRecord]) -> Vec<String> {
+        self.dispatcher
+            .dispatch_batch(records, self.clock.now_ms() + 120_000)
+            .await
+    }
+
+    async fn delivery(&self, job: &DeliveryJob) -> Option<crate::records::DeliveryRecord> {
+        self.store
+            .event(&job.event_key())
+            .await
+            .unwrap()
+            .and_then(|e| {
+                e.deliveries
+                    .into_iter()
+                    .find(|d| d.destination == job.destination_id && d.replay.is_none())
+            })
+    }
+
+    async fn state(&self, destination: &str) -> DestinationState {
+        self.store
+            .load()
+            .await
+            .unwrap()
+            .remove(destination)
+            .unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_costs_one_read_and_one_write() {
+    let r = rig().await;
+    let job = claimed(&r, "e1", "crm").await;
+    let calls = r.store.calls.load(Ordering::Relaxed);
+    assert!(r.run(&[rec("j1", &job, Lane::Fast)]).await.is_empty());
+    // One state read (destination states), one view, one record.
+    assert_eq!(r.store.calls.load(Ordering::Relaxed) - calls, 3);
+    let sent = r.http.sent_to(CRM);
+    assert_eq!(sent.len(), 1);
+    let header = |name: &str| {
+        sent[0]
+            .headers
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, v)| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(
+        header(WEBHOOK_ID).as_deref(),
+        Some(job.delivery_id.as_str())
+    );
+    let d = r.delivery(&job).await.unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 1));
+    assert_eq!(d.history.len(), 1);
+    assert!(r.queue.is_empty());
+}
+
+#[tokio::test]
+async fn failures_retry_on_the_retry_lane_then_deliver() {
+    let r = rig().await;
+    let job = claimed(&r, "e1", "bi").await;
+    r.http
+        .then(BI, Scripted::status(503))
+        .then(BI, Scripted::Fail(TransportError::Connect));
+    assert!(r.run(&[rec("j1", &job, Lane::Fast)]).await.is_empty());
+    let next = r.queue.take();
+    assert_eq!(next.len(), 1);
+    assert_eq!((next[0].lane, next[0].delay_secs), (Lane::Retry, 1));
+    assert_eq!(next[0].job.attempt, 2);
+    r.clock.advance_ms(1_000);
+    assert!(
+        r.run(&[rec("j2", &next[0].job, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    let next = r.queue.take();
+    assert_eq!((next[0].delay_secs, next[0].job.attempt), (2, 3));
+    r.clock.advance_ms(2_000);
+    assert!(
+        r.run(&[rec("j3", &next[0].job, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    let d = r.delivery(&job).await.unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 3));
+    let outcomes: Vec<_> = d.history.iter().map(|h| h.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["http_503", "connect_error", "http_200"]);
+}
+
+#[tokio::test]
+async fn two_copies_of_a_job_in_one_batch_make_one_attempt() {
+    let r = rig().await;
+    let job = claimed(&r, "e1", "crm").await;
+    assert!(
+        r.run(&[rec("a", &job, Lane::Fast), rec("b", &job, Lane::Fast)])
+            .await
+            .is_empty()
+    );
+    assert_eq!(r.http.sent_to(CRM).len(), 1);
+    // Two DLQ copies redriven together: one new cycle, one POST.
+    let mut dead = job.clone();
+    dead.attempt = 2;
+    dead.dead_letter = Some(DeadLetterInfo {
+        reason: "x".into(),
+        at_ms: T0,
+        attempts: 2,
+    });
+    let r = rig().await;
+    claimed(&r, "e1", "crm").await;
+    assert!(
+        r.run(&[rec("a", &dead, Lane::Retry), rec("b", &dead, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    assert_eq!(r.http.sent_to(CRM).len(), 1);
+}
+
+#[tokio::test]
+async fn copies_superseded_by_a_repair_and_final_deliveries_are_not_sent() {
+    use crate::records::{EventKey, EventStore, RepairTakeover};
+    let r = rig().await;
+    let job = claimed(&r, "e1", "crm").await;
+    // A repair took the event over (generation 1) and re-sent the job: the old copy is dropped.
+    let intake = job.envelope.intake_id.clone();
+    r.clock.advance_ms(1);
+    let generation = r
+        .store
+        .take_over(&RepairTakeover {
+            key: &EventKey::of(&job.envelope),
+            intake_ids: &[intake.as_str()],
+            now_ms: r.clock.now_ms(),
+            lease_until_ms: r.clock.now_ms(),
+            archive_object: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(generation, Some(1));
+    assert!(r.run(&[rec("old", &job, Lane::Fast)]).await.is_empty());
+    assert!(r.http.sent().is_empty());
+    let mut copy = job.clone();
+    copy.generation = 1;
+    assert!(r.run(&[rec("new", &copy, Lane::Fast)]).await.is_empty());
+    assert_eq!(r.http.sent_to(CRM).len(), 1);
+    // Delivered: later copies of any generation are not sent again.
+    assert!(r.run(&[rec("again", &copy, Lane::Fast)]).await.is_empty());
+    assert_eq!(r.http.sent_to(CRM).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_destination_is_cut_on_the_fast_lane_and_moved_while_others_deliver() {
+    let r = rig().await;
+    let slow = claimed(&r, "e1", "crm").await;
+    let healthy = claimed(&r, "e2", "bi").await;
+    r.http.then(CRM, Scripted::Hang);
+    let started = tokio::time::Instant::now();
+    assert!(
+        r.run(&[rec("a", &slow, Lane::Fast), rec("b", &healthy, Lane::Fast)])
+            .await
+            .is_empty()
+    );
+    // The batch waited for the fast lane's budget, not for the destination's 10 s timeout.
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    let b = r.delivery(&healthy).await.unwrap();
+    assert_eq!(b.status, DeliveryStatus::Delivered);
+    let moved = r.queue.take();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(
+        (moved[0].lane, moved[0].job.attempt, moved[0].delay_secs),
+        (Lane::Retry, 1, 0)
+    );
+    assert!(r.delivery(&slow).await.is_none(), "no attempt recorded");
+    assert!(r.state("crm").await.slow_until_ms > T0);
+    // Its next first attempt skips the fast lane without a request.
+    let later = claimed(&r, "e3", "crm").await;
+    assert!(r.run(&[rec("c", &later, Lane::Fast)]).await.is_empty());
+    assert_eq!(r.http.sent_to(CRM).len(), 1);
+    assert_eq!(r.queue.take()[0].lane, Lane::Retry);
+    // On the retry lane the full timeout applies.
+    assert!(
+        r.run(&[rec("d", &moved[0].job, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        r.delivery(&slow).await.unwrap().status,
+        DeliveryStatus::Delivered
+    );
+}
+
+#[tokio::test]
+async fn the_breaker_pauses_holds_without_spending_retries_probes_and_resumes() {
+    let r = rig().await;
+    r.http.always(CRM, Scripted::status(503));
+    // Ten consecutive failures (ten events, one batch each) pause the destination.
+    let mut retries = Vec::new();
+    for i in 0..10 {
+        let job = claimed(&r, &format!("e{i}"), "crm").await;
+        assert!(
+            r.run(&[rec(&format!("j{i}"), &job, Lane::Fast)])
+                .await
+                .is_empty()
+        );
+        retries.extend(r.queue.take());
+    }
+    let state = r.state("crm").await;
+    let pause = state.paused.clone().expect("paused");
+    assert_eq!(pause.by, PausedBy::Breaker);
+    assert!(
+        pause.reason.contains("10 consecutive failures"),
+        "{pause:?}"
+    );
+    // While paused: held on the retry lane, no request, no attempt spent.
+    let posts = r.http.sent_to(CRM).len();
+    let held = &retries[0].job;
+    r.clock.advance_ms(1_000);
+    assert!(r.run(&[rec("h", held, Lane::Retry)]).await.is_empty());
+    assert_eq!(r.http.sent_to(CRM).len(), posts);
+    let again = r.queue.take();
+    assert_eq!(again[0].job.attempt, held.attempt);
+    assert_eq!(again[0].lane, Lane::Retry);
+    assert!((270..=330).contains(&again[0].delay_secs));
+    // The probe: one held job after the probe interval; it fails, is held again, uncharged.
+    r.clock.advance_ms(60_000);
+    assert!(r.run(&[rec("p", held, Lane::Retry)]).await.is_empty());
+    assert_eq!(r.http.sent_to(CRM).len(), posts + 1);
+    let after_probe = r.queue.take();
+    assert_eq!(after_probe[0].job.attempt, held.attempt + 1);
+    assert_eq!(after_probe[0].job.policy_attempt(), held.policy_attempt());
+    assert!(r.state("crm").await.paused.is_some());
+    // A second job right away does not probe again (one probe per interval).
+    assert!(
+        r.run(&[rec("q", &retries[1].job, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    assert_eq!(r.http.sent_to(CRM).len(), posts + 1);
+    r.queue.take();
+    // The destination answers again: the next probe (the held job is due after the hold) delivers
+    // and resumes it.
+    r.http.always(CRM, Scripted::status(200));
+    r.clock.advance_ms(300_000);
+    assert!(
+        r.run(&[rec("r", &after_probe[0].job, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    assert!(r.state("crm").await.paused.is_none());
+    assert_eq!(r.state("crm").await.failures, 0);
+    assert!(
+        r.run(&[rec("s", &retries[1].job, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    assert_eq!(r.http.sent_to(CRM).len(), posts + 3);
+    assert!(r.queue.take_dead().is_empty(), "nothing dead-lettered");
+}
+
+#[tokio::test]
+async fn gone_pauses_at_once_and_an_operator_pause_holds_until_resumed() {
+    let r = rig().await;
+    let job = claimed(&r, "e1", "crm").await;
+    r.http.then(CRM, Scripted::status(410));
+    assert!(r.run(&[rec("a", &job, Lane::Fast)]).await.is_empty());
+    assert_eq!(
+        r.state("crm").await.paused.map(|p| p.reason),
+        Some("410 Gone".to_string())
+    );
+    let held = r.queue.take();
+    assert_eq!(held[0].job.policy_attempt(), 1, "a 410 spends no retry");
+    assert!(r.queue.take_dead().is_empty());
+
+    let r = rig().await;
+    r.store.pause("bi", "maintenance", T0).await.unwrap();
+    let job = claimed(&r, "e1", "bi").await;
+    r.clock.advance_ms(120_000);
+    assert!(r.run(&[rec("a", &job, Lane::Fast)]).await.is_empty());
+    assert!(
+        r.http.sent().is_empty(),
+        "an operator's pause is never probed"
+    );
+    let held = r.queue.take();
+    r.store.resume("bi", r.clock.now_ms()).await.unwrap();
+    assert!(
+        r.run(&[rec("b", &held[0].job, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    assert_eq!(r.http.sent_to(BI).len(), 1);
+    // Paused for longer than MAX_HOLD_SECONDS: dead-lettered with that reason.
+    r.store
+        .pause("bi", "forgotten", r.clock.now_ms())
+        .await
+        .unwrap();
+    let job = claimed(&r, "e2", "bi").await;
+    r.clock.advance_ms(8 * 86_400_000);
+    assert!(r.run(&[rec("c", &job, Lane::Retry)]).await.is_empty());
+    let dead = r.queue.take_dead();
+    assert!(
+        dead[0]
+            .dead_letter
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("paused for more than"),
+        "{dead:?}"
+    );
+}
+
+#[tokio::test]
+async fn deadlines_late_jobs_and_removed_destinations() {
+    let r = rig().await;
+    let job = claimed(&r, "e1", "crm").await;
+    // 5 s left: a 10 s retry-lane attempt would not finish; handed back untouched.
+    let failed = r
+        .dispatcher
+        .dispatch_batch(&[rec("a", &job, Lane::Retry)], r.clock.now_ms() + 5_000)
+        .await;
+    assert!(failed.is_empty());
+    assert!(r.http.sent().is_empty());
+    let back = r.queue.take();
+    assert_eq!((back[0].lane, back[0].job.attempt), (Lane::Retry, 1));
+    // The event's records expired: refused into the DLQ, not delivered without a record.
+    let mut late = job.clone();
+    late.expires_at_secs = r.clock.now_secs() - 1;
+    assert!(r.run(&[rec("b", &late, Lane::Retry)]).await.is_empty());
+    let mut gone = job.clone();
+    gone.destination_id = "removed".into();
+    assert!(r.run(&[rec("c", &gone, Lane::Retry)]).await.is_empty());
+    let reasons: Vec<String> = r
+        .queue
+        .take_dead()
+        .into_iter()
+        .map(|j| j.dead_letter.unwrap().reason)
+        .collect();
+    assert!(reasons[0].contains("expired"), "{reasons:?}");
+    assert!(reasons[1].contains("no longer configured"), "{reasons:?}");
+    assert!(r.http.sent().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_token_endpoint_costs_one_timeout_per_batch_not_one_per_job() {
+    let token_url = "https://auth.example/token";
+    let r = rig_with(destinations(&format!(
+        r#", {{"id": "api", "url": "https://api.example/h", "retry_policy": "idnow",
+             "auth": {{"type": "oauth2_client_credentials", "token_url": "{token_url}",
+                       "client_id": "relay", "client_secret": "s3cret-s3cret-s3cret"}}}}"#
+    )))
+    .await;
+    r.http.always(token_url, Scripted::Hang);
+    let mut records = Vec::new();
+    for i in 0..10 {
+        let job = claimed(&r, &format!("e{i}"), "api").await;
+        records.push(rec(&format!("j{i}"), &job, Lane::Retry));
+    }
+    let started = tokio::time::Instant::now();
+    assert!(r.run(&records).await.is_empty());
+    // One fetch timed out (5 s); the nine others waiting for the lock reused its failure.
+    assert_eq!(r.http.sent_to(token_url).len(), 1);
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    let retries = r.queue.take();
+    assert_eq!(retries.len(), 10);
+    assert!(retries.iter().all(|s| s.job.attempt == 2));
+    assert_eq!(
+        retries[0].job.history[0].outcome,
+        "token_error: token endpoint timeout"
+    );
+}

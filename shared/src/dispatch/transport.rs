@@ -1,0 +1,219 @@
+//! The one thing the dispatcher does over the network: a bounded HTTP POST. Behind a small trait so
+//! the delivery logic is tested in memory ([`ScriptedTransport`]) and the real client
+//! ([`HttpTransport`], reqwest with the guarded resolver of `http_client`) against real servers on
+//! 127.0.0.1 (`tests/tests/dispatcher.rs`).
+
+use http::{HeaderName, HeaderValue};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Responses are read up to this size (a token endpoint's JSON; a destination's body is read only
+/// so the connection can be reused) and the rest is dropped with the connection.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub url: reqwest::Url,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Vec<u8>,
+    /// The whole exchange, connection to last byte read.
+    pub timeout: Duration,
+    /// Keep the response body (token endpoints); destination bodies are discarded.
+    pub want_body: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub retry_after: Option<String>,
+    /// Up to [`MAX_RESPONSE_BYTES`] (`None` when not asked for, or when the body was larger).
+    pub body: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("timeout")]
+    Timeout,
+    #[error("connection error")]
+    Connect,
+    /// Never attempted: the host resolves only to forbidden addresses.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+pub trait Transport: Send + Sync {
+    fn post(&self, post: Post) -> impl Future<Output = Result<Reply, TransportError>> + Send;
+}
+
+impl<T: Transport> Transport for std::sync::Arc<T> {
+    fn post(&self, post: Post) -> impl Future<Output = Result<Reply, TransportError>> + Send {
+        (**self).post(post)
+    }
+}
+
+/// reqwest, built by `http_client::build` (no redirects, no proxies, forbidden addresses refused).
+#[derive(Clone)]
+pub struct HttpTransport(pub reqwest::Client);
+
+impl Transport for HttpTransport {
+    async fn post(&self, post: Post) -> Result<Reply, TransportError> {
+        let mut request = self.0.post(post.url).timeout(post.timeout);
+        for (name, value) in post.headers {
+            request = request.header(name, value);
+        }
+        let mut response = request.body(post.body).send().await.map_err(classify)?;
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let status = response.status().as_u16();
+        let content_type = header(http::header::CONTENT_TYPE);
+        let retry_after = header(http::header::RETRY_AFTER);
+        // Read (at most MAX_RESPONSE_BYTES) so the connection goes back to the pool; a larger or
+        // slower body is cut (the request's timeout bounds the whole exchange).
+        let mut body = Vec::new();
+        let mut read = 0;
+        let mut too_large = false;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    read += chunk.len();
+                    if read > MAX_RESPONSE_BYTES {
+                        too_large = true;
+                        break;
+                    }
+                    if post.want_body {
+                        body.extend_from_slice(&chunk);
+                    }
+                }
+                Ok(None) => break,
+                // The status line and headers arrived: the answer counts, whatever the body did.
+                Err(_) => break,
+            }
+        }
+        Ok(Reply {
+            status,
+            content_type,
+            retry_after,
+            body: (post.want_body && !too_large).then_some(body),
+        })
+    }
+}
+
+fn classify(e: reqwest::Error) -> TransportError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(forbidden) = err.downcast_ref::<crate::http_client::ForbiddenAddress>() {
+            return TransportError::Refused(forbidden.to_string());
+        }
+        source = err.source();
+    }
+    if e.is_timeout() {
+        TransportError::Timeout
+    } else {
+        TransportError::Connect
+    }
+}
+
+/// What a [`ScriptedTransport`] does with one request.
+#[derive(Debug, Clone)]
+pub enum Scripted {
+    Reply(Reply),
+    Fail(TransportError),
+    /// Never answers (the caller's timeout decides).
+    Hang,
+}
+
+impl Scripted {
+    pub fn status(status: u16) -> Self {
+        Scripted::Reply(Reply {
+            status,
+            content_type: Some("application/json".into()),
+            retry_after: None,
+            body: Some(b"{}".to_vec()),
+        })
+    }
+
+    pub fn json(status: u16, body: &str) -> Self {
+        Scripted::Reply(Reply {
+            status,
+            content_type: Some("application/json".into()),
+            retry_after: None,
+            body: Some(body.as_bytes().to_vec()),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    queued: HashMap<String, VecDeque<Scripted>>,
+    default: HashMap<String, Scripted>,
+    sent: Vec<Post>,
+}
+
+/// A transport for unit tests: answers per URL from a script (then a default answer), records every
+/// request. Unscripted URLs answer 200.
+#[derive(Default)]
+pub struct ScriptedTransport(Mutex<Script>);
+
+impl ScriptedTransport {
+    pub fn then(&self, url: &str, answer: Scripted) -> &Self {
+        self.lock()
+            .queued
+            .entry(url.to_string())
+            .or_default()
+            .push_back(answer);
+        self
+    }
+
+    pub fn always(&self, url: &str, answer: Scripted) -> &Self {
+        self.lock().default.insert(url.to_string(), answer);
+        self
+    }
+
+    pub fn sent(&self) -> Vec<Post> {
+        self.lock().sent.clone()
+    }
+
+    pub fn sent_to(&self, url: &str) -> Vec<Post> {
+        self.lock()
+            .sent
+            .iter()
+            .filter(|p| p.url.as_str() == url)
+            .cloned()
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Script> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Transport for ScriptedTransport {
+    async fn post(&self, post: Post) -> Result<Reply, TransportError> {
+        let timeout = post.timeout;
+        let answer = {
+            let mut s = self.lock();
+            let url = post.url.to_string();
+            s.sent.push(post);
+            s.queued
+                .get_mut(&url)
+                .and_then(VecDeque::pop_front)
+                .or_else(|| s.default.get(&url).cloned())
+                .unwrap_or_else(|| Scripted::status(200))
+        };
+        match answer {
+            Scripted::Reply(r) => Ok(r),
+            Scripted::Fail(e) => Err(e),
+            Scripted::Hang => {
+                tokio::time::sleep(timeout).await;
+                Err(TransportError::Timeout)
+            }
+        }
+    }
+}
