@@ -754,7 +754,73 @@ def observe_ssm_parameter(d: Deployed, pid: str, exp: dict):
     return actual, exp
 
 
+def observe_kms_key(d: Deployed, pid: str, exp: dict):
+    kms = d.client("kms")
+    meta = kms.describe_key(KeyId=pid)["KeyMetadata"]
+    actual = {"Description": meta.get("Description", ""), "Enabled": meta.get("Enabled"),
+              "KeyUsage": meta.get("KeyUsage"), "KeySpec": meta.get("KeySpec") or meta.get("CustomerMasterKeySpec"),
+              "MultiRegion": meta.get("MultiRegion", False), "Origin": meta.get("Origin")}
+    actual["EnableKeyRotation"] = kms.get_key_rotation_status(KeyId=pid).get("KeyRotationEnabled", False)
+    actual["KeyPolicy"] = json.loads(kms.get_key_policy(KeyId=pid, PolicyName="default")["Policy"])
+    actual["Tags"] = [{"Key": t["TagKey"], "Value": t["TagValue"]} for t in kms.list_resource_tags(KeyId=pid).get("Tags", [])]
+    return actual, exp
+
+
+def observe_kms_alias(d: Deployed, pid: str, exp: dict):
+    alias = next((a for a in d.client("kms").list_aliases().get("Aliases", []) if a["AliasName"] == pid), None)
+    if alias is None:
+        return {"AliasName": MISSING}, exp
+    exp = dict(exp)
+    target = exp.get("TargetKeyId")
+    if isinstance(target, str) and target.startswith("arn:"):
+        exp["TargetKeyId"] = target.rsplit("/", 1)[-1]  # an alias names its key by id
+    return {"AliasName": alias["AliasName"], "TargetKeyId": alias.get("TargetKeyId")}, exp
+
+
+def observe_events_rule(d: Deployed, pid: str, exp: dict):
+    ev = d.client("events")
+    name = pid.split("|")[-1].rsplit("/", 1)[-1]
+    bus = exp.get("EventBusName") if isinstance(exp.get("EventBusName"), str) else None
+    rule = ev.describe_rule(Name=name, **({"EventBusName": bus} if bus else {}))
+    actual = {k: rule[k] for k in ("Name", "Description", "ScheduleExpression", "EventPattern", "State",
+                                   "RoleArn", "EventBusName") if k in rule}
+    targets = ev.list_targets_by_rule(Rule=name, **({"EventBusName": bus} if bus else {})).get("Targets", [])
+    actual["Targets"] = [{k: v for k, v in t.items() if k in ("Id", "Arn", "Input", "InputPath", "RoleArn",
+                                                               "SqsParameters", "DeadLetterConfig", "RetryPolicy")}
+                         for t in targets]
+    return actual, exp
+
+
+def observe_managed_policy(d: Deployed, pid: str, exp: dict):
+    iam = d.client("iam")
+    pol = iam.get_policy(PolicyArn=pid)["Policy"]
+    doc = iam.get_policy_version(PolicyArn=pid, VersionId=pol["DefaultVersionId"])["PolicyVersion"]["Document"]
+    ents = iam.list_entities_for_policy(PolicyArn=pid)
+    actual = {"ManagedPolicyName": pol["PolicyName"], "Path": pol.get("Path", "/"), "Description": pol.get("Description", ""),
+              "PolicyDocument": _policy_doc(doc), "Roles": [r["RoleName"] for r in ents.get("PolicyRoles", [])],
+              "Users": [u["UserName"] for u in ents.get("PolicyUsers", [])],
+              "Groups": [g["GroupName"] for g in ents.get("PolicyGroups", [])]}
+    return actual, exp
+
+
+def observe_inline_policy(d: Deployed, pid: str, exp: dict):
+    iam = d.client("iam")
+    name = exp.get("PolicyName")
+    actual: dict = {"PolicyName": name}
+    docs = [_policy_doc(iam.get_role_policy(RoleName=r, PolicyName=name)["PolicyDocument"])
+            for r in exp.get("Roles") or [] if isinstance(r, str)]
+    if docs:
+        actual["Roles"] = exp.get("Roles")
+        actual["PolicyDocument"] = next((doc for doc in docs if doc != docs[0]), docs[0])
+    return actual, exp
+
+
 OBSERVERS = {
+    "AWS::KMS::Key": observe_kms_key,
+    "AWS::KMS::Alias": observe_kms_alias,
+    "AWS::Events::Rule": observe_events_rule,
+    "AWS::IAM::ManagedPolicy": observe_managed_policy,
+    "AWS::IAM::Policy": observe_inline_policy,
     "AWS::SQS::Queue": observe_sqs_queue,
     "AWS::SQS::QueuePolicy": observe_sqs_queue_policy,
     "AWS::DynamoDB::Table": observe_dynamodb_table,
