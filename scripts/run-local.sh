@@ -404,7 +404,7 @@ cat <<EOF
 
   receiver     $receiver_url/webhooks/incode/<type> | /webhooks/idnow | /oauth/token
   invoke API   $lambda_url/2015-03-31/functions/<receiver|consumer|dispatcher>/invocations
-  emulator     $AWS_ENDPOINT_URL   (queues and tables: .local/aws.env)
+  emulator     $AWS_ENDPOINT_URL   (queues, tables, buckets: .local/aws.env)
   destination  http://127.0.0.1:$demo_port/kyc-events   (requests: .local/demo-destination.jsonl)
   functions    .local/lambda-instances.json, $lambda_url/_local/status (pids, states, deadlines)
   logs         .local/functions.log (function output), .local/lambda.log (Lambda service),
