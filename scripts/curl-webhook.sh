@@ -4,8 +4,10 @@
 #   scripts/curl-webhook.sh [BASE_URL] [incode|idnow|all]
 #   scripts/curl-webhook.sh all            # default base URL, both providers
 #
-# BASE_URL defaults to http://127.0.0.1:9000/lambda-url/receiver (`cargo lambda watch -A 127.0.0.1
-# -P 9000`, see README.md); the receiver's own paths are appended (/oauth/token, /webhooks/...).
+# BASE_URL defaults to http://127.0.0.1:9000, where scripts/run-local.sh serves the template's HTTP API
+# routes as API Gateway does (http://127.0.0.1:9000/lambda-url/receiver works too); the receiver's
+# paths are appended (/oauth/token, /webhooks/...). For a stack kept by scripts/deploy-local.sh --keep:
+# the DEPLOY_API_URL of .local/deploy.env.
 #   incode (default)  POST /oauth/token (client credentials, HTTP Basic), then
 #                     POST /webhooks/incode/onboarding-status with the shared header and the bearer token
 #   idnow             POST /webhooks/idnow with the HS256-signed JWT body of
@@ -19,7 +21,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 case "${1:-}" in incode | idnow | all) set -- "" "$1" ;; esac # the base URL may be left out
-base=${1:-http://127.0.0.1:9000/lambda-url/receiver}
+base=${1:-http://127.0.0.1:9000}
 base=${base%/}
 what=${2:-incode}
 case "$what" in incode | idnow | all) ;; *)

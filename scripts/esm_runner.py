@@ -2,13 +2,15 @@
 """Local stand-in for Lambda's SQS event source mapping (the "SQS trigger"), which does not exist
 outside AWS.
 
-For each (queue, function) pair it does what Lambda's pollers do:
+For each (queue, function) pair it does what Lambda's pollers do, with several pollers per pair (one
+batch in flight each), as Lambda runs several concurrent batches per queue:
   1. long-poll the queue (ReceiveMessage with every system and message attribute);
   2. gather up to BatchSize records (within MaximumBatchingWindowInSeconds, if the template sets one);
   3. build the Lambda SQS event (Records: messageId, receiptHandle, body, attributes incl.
      ApproximateReceiveCount, messageAttributes, md5OfBody, eventSource aws:sqs, eventSourceARN,
      awsRegion) and invoke the function through the local Lambda Invoke API
-     (POST {endpoint}/2015-03-31/functions/<function>/invocations, e.g. `cargo lambda watch`);
+     (POST {endpoint}/2015-03-31/functions/<function>/invocations: scripts/local_lambda.py, which
+     ends every invocation at the function's deadline as Lambda does);
   4. with ReportBatchItemFailures: delete the records not named in the response's
      {"batchItemFailures": [{"itemIdentifier": <messageId>}]}; without it: delete all;
      if the invocation fails (non-200, X-Amz-Function-Error, an error payload, a timeout) or the
@@ -20,20 +22,30 @@ scripts/local_aws.py) -- exactly as in AWS. `--failure-visibility SECONDS` short
 local runs (ChangeMessageVisibility on the records left on the queue); by default they are left as
 they are.
 
-Batch size, batching window, response types and the function timeout come from template.yaml: the
-SQS event of the AWS::Serverless::Function whose BuildProperties.Binary (or logical ID without
-"Function", lower-cased) is the function name. Queue URLs come from an env file written by
-local_aws.py (variables named after the queues' logical IDs: IngestQueue -> INGEST_QUEUE_URL).
+Batch size, batching window, response types, ScalingConfig.MaximumConcurrency and the function
+timeout come from template.yaml: the SQS event of the AWS::Serverless::Function whose
+BuildProperties.Binary (or logical ID without "Function", lower-cased) is the function name. Queue
+URLs come from an env file written by local_aws.py (variables named after the queues' logical IDs:
+IngestQueue -> INGEST_QUEUE_URL).
+
+Concurrency: min(MaximumConcurrency, --max-concurrency) pollers per pair (default cap 5: Lambda starts
+with five concurrent batches per SQS queue and scales up from there; two cores do not). Timing checks
+made at start, as AWS makes them when the event source mapping is created: a function Timeout above the
+queue's VisibilityTimeout is refused; the invocation's HTTP timeout (Timeout + --invoke-grace for a cold
+start's init) is kept below the visibility timeout, so a batch still running is never handed out
+again. A throttled invocation (429) is retried with backoff while the batch is still invisible, then
+left to come back, as Lambda's poller does.
 
   .venv/bin/python scripts/esm_runner.py --env-file .local/functions.env \\
-      --map INGEST_QUEUE_URL=consumer --map DELIVERY_QUEUE_URL=dispatcher
+      --map INGEST_QUEUE_URL=consumer --map DELIVERY_QUEUE_URL=dispatcher --map RETRY_QUEUE_URL=dispatcher
   .venv/bin/python scripts/esm_runner.py --env-file .local/aws.env     # every SQS event in the template
 
-One thread per pair; one log line per batch (function, records, failures, ms). SIGINT/SIGTERM stop
-it: each poller finishes the receive or invocation it is in (at most --poll-seconds for a receive)
-and releases messages it received but did not hand over; a second signal exits at once.
-Differences from AWS: one invocation at a time per pair (ScalingConfig.MaximumConcurrency is not
-emulated), no FilterCriteria, no backoff when the function keeps failing.
+One log line per batch (function, poller, records, failures, ms). SIGINT/SIGTERM stop it: each poller
+finishes the receive or invocation it is in (at most --poll-seconds for a receive) and releases
+messages it received but did not hand over; a second signal exits at once. SIGKILL (a fault test)
+leaves the batches in flight invisible until their visibility timeout, as a poller lost in AWS does.
+Differences from AWS: a fixed number of pollers (no scaling with the backlog), no FilterCriteria, no
+backoff when the function keeps failing.
 """
 
 from __future__ import annotations
@@ -103,6 +115,8 @@ class Source:
     window_s: float = 0.0
     report_failures: bool = False
     timeout_s: int = DEFAULT_TIMEOUT
+    max_concurrency: int | None = None  # ScalingConfig.MaximumConcurrency
+    visibility_s: int = 30
     enabled: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -172,6 +186,7 @@ def sources_from_template(tpl: Template, wanted: list[tuple[str | None, str]]) -
             types = tpl.resolve(ev.get("FunctionResponseTypes") or [])
             s.report_failures = "ReportBatchItemFailures" in types
             s.enabled = tpl.resolve(ev.get("Enabled", True)) not in (False, "false", "False")
+            s.max_concurrency = _int(tpl, (ev.get("ScalingConfig") or {}).get("MaximumConcurrency"), None)
             if ev.get("FilterCriteria"):
                 s.notes.append("FilterCriteria is not emulated: every record is delivered")
             result.append(s)
@@ -254,16 +269,21 @@ def failed_ids(payload: bytes, ids: set[str], report_failures: bool) -> tuple[se
 # --- the poller ------------------------------------------------------------------------------------
 
 
+class Throttled(Exception):
+    pass
+
+
 class Poller(threading.Thread):
-    def __init__(self, source: Source, sqs, args, region: str, stop: threading.Event):
-        super().__init__(name=f"esm-{source.function}", daemon=True)
+    def __init__(self, source: Source, sqs, args, region: str, stop: threading.Event, index: int = 1):
+        super().__init__(name=f"esm-{source.function}-{index}", daemon=True)
         self.s = source
         self.sqs = sqs
         self.args = args
         self.region = region
         self.stop_event = stop
+        self.tag = f"{source.function}#{index}"
         self.invoke_url = f"{args.endpoint.rstrip('/')}/2015-03-31/functions/{source.function}/invocations"
-        self.invoke_timeout = args.invoke_timeout or source.timeout_s + args.invoke_grace
+        self.invoke_timeout = invoke_timeout(source, args)
 
     def receive(self, max_count: int, wait: int) -> list[dict]:
         return self.sqs.receive_message(
@@ -326,6 +346,8 @@ class Poller(threading.Thread):
                 function_error = response.headers.get("X-Amz-Function-Error")
         except urllib.error.HTTPError as e:
             body = e.read()
+            if e.code == 429:
+                raise Throttled(body[:200].decode("utf-8", "replace")) from None
             return body, f"HTTP {e.code}: {body[:300].decode('utf-8', 'replace')}"
         except (urllib.error.URLError, OSError) as e:
             return None, f"invoke failed: {getattr(e, 'reason', e)}"
@@ -339,10 +361,24 @@ class Poller(threading.Thread):
             return payload, f"function error: {doc.get('errorType')}: {str(doc.get('errorMessage'))[:300]}"
         return payload, None
 
-    def handle(self, messages: list[dict]) -> None:
+    def invoke_unthrottled(self, event: dict, received: float) -> tuple[bytes | None, str | None]:
+        """Lambda's poller retries a throttled invocation while the batch is still its own (invisible);
+        after that the records come back to the queue on their own."""
+        delay = 0.2
+        while True:
+            try:
+                return self.invoke(event)
+            except Throttled as e:
+                budget = received + self.s.visibility_s - self.invoke_timeout - time.monotonic()
+                if budget <= delay or self.stop_event.is_set():
+                    return None, f"throttled (429) until the batch's visibility timeout: {e}"
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def handle(self, messages: list[dict], received: float) -> None:
         started = time.monotonic()
         ids = {m["MessageId"] for m in messages}
-        payload, error = self.invoke(build_event(messages, self.s, self.region))
+        payload, error = self.invoke_unthrottled(build_event(messages, self.s, self.region), received)
         if error is None:
             failed, whole = failed_ids(payload or b"", ids, self.s.report_failures)
             if whole:
@@ -357,7 +393,7 @@ class Poller(threading.Thread):
             self.set_visibility(left, self.args.failure_visibility)
         ms = int((time.monotonic() - started) * 1000)
         receives = ",".join(sorted({m.get("Attributes", {}).get("ApproximateReceiveCount", "?") for m in messages}))
-        line = (f"{self.s.function}: {len(messages)} records, {len(left)} failed, {ms} ms"
+        line = (f"{self.s.function}: {len(messages)} records, {len(left)} failed, {ms} ms, poller {self.tag}"
                 f" (queue {self.s.queue_url.rsplit('/', 1)[-1]}, receive count {receives})")
         if error:
             line += f"; invocation failed, nothing deleted: {error}"
@@ -367,6 +403,7 @@ class Poller(threading.Thread):
         backoff = 1.0
         while not self.stop_event.is_set():
             try:
+                received = time.monotonic()
                 messages = self.gather()
                 backoff = 1.0
             except Exception as e:  # emulator down or restarting: keep trying, quietly bounded
@@ -385,12 +422,30 @@ class Poller(threading.Thread):
                     log(f"{self.s.function}: could not release {len(messages)} messages: {e}")
                 break
             try:
-                self.handle(messages)
+                self.handle(messages, received)
             except Exception as e:
                 log(f"{self.s.function}: batch handling failed ({e}); the records stay on the queue")
 
 
 # --- main ------------------------------------------------------------------------------------------
+
+
+def invoke_timeout(source: Source, args) -> float:
+    """The poller's HTTP timeout for one invocation: a backstop (the Lambda service ends an invocation
+    at its deadline), kept below the visibility timeout so a batch still being processed is never
+    handed out a second time."""
+    wanted = args.invoke_timeout or source.timeout_s + args.invoke_grace
+    return min(wanted, max(1.0, source.visibility_s - 1.0))
+
+
+def check_timing(source: Source, args) -> str | None:
+    """AWS's rules for an SQS event source, checked before polling (the reason, or None)."""
+    if source.timeout_s > source.visibility_s:
+        # CreateEventSourceMapping refuses this: a batch could still run when its records reappear.
+        return (f"the function timeout ({source.timeout_s} s) exceeds the visibility timeout of "
+                f"{source.queue_url.rsplit('/', 1)[-1]} ({source.visibility_s} s); AWS refuses this mapping")
+    return None
+
 
 
 def main() -> int:
@@ -412,15 +467,21 @@ def main() -> int:
                         "failed invocations) to SECONDS, so redelivery and redrive to the DLQ happen "
                         "sooner than the queue's own timeout; default: leave them as they are")
     p.add_argument("--invoke-timeout", type=float, default=None, metavar="SECONDS",
-                   help="HTTP timeout of an invocation (default: the function's Timeout + --invoke-grace)")
-    p.add_argument("--invoke-grace", type=float, default=300,
-                   help="added to the function's Timeout: a `cargo lambda watch` rebuild happens "
-                        "inside the invocation (default 300)")
+                   help="HTTP timeout of an invocation (default: the function's Timeout + --invoke-grace); "
+                        "a backstop: the Lambda service itself ends an invocation at its deadline")
+    p.add_argument("--invoke-grace", type=float, default=15,
+                   help="added to the function's Timeout for a cold start's init (at most 10 s in Lambda) "
+                        "and the HTTP round trip (default 15)")
+    p.add_argument("--max-concurrency", type=int, default=5,
+                   help="pollers (concurrent batches) per queue: min(ScalingConfig.MaximumConcurrency, this); "
+                        "default 5, Lambda's starting concurrency for an SQS queue")
     args = p.parse_args()
     if not 1 <= args.poll_seconds <= 20:
         p.error("--poll-seconds must be 1-20")
     if args.failure_visibility is not None and not 0 <= args.failure_visibility <= 43200:
         p.error("--failure-visibility must be 0-43200")
+    if args.max_concurrency < 1:
+        p.error("--max-concurrency must be at least 1")
 
     env = dict(os.environ) | read_env_file(args.env_file)
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "eu-central-1"
@@ -458,14 +519,29 @@ def main() -> int:
         # long poll from holding another's connection).
         sqs = session.client("sqs", endpoint_url=endpoint,
                              config=Config(read_timeout=args.poll_seconds + 30, retries={"max_attempts": 3}))
-        s.queue_arn = sqs.get_queue_attributes(QueueUrl=s.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        attrs = sqs.get_queue_attributes(QueueUrl=s.queue_url, AttributeNames=["QueueArn", "VisibilityTimeout"])["Attributes"]
+        s.queue_arn = attrs["QueueArn"]
+        s.visibility_s = int(attrs.get("VisibilityTimeout", 30))
+        problem = check_timing(s, args)
+        if problem:
+            p.error(f"{s.function}: {problem}")
+        if invoke_timeout(s, args) < s.timeout_s + min(args.invoke_grace, 10):
+            log(f"{s.function}: the visibility timeout ({s.visibility_s} s) leaves less than a cold start's init "
+                f"beyond the function timeout ({s.timeout_s} s): invoke timeout {invoke_timeout(s, args):g} s "
+                "(AWS recommends 6 x the function timeout)")
         for note in s.notes:
             log(f"{s.function}: {note}")
+        n = max(1, min(s.max_concurrency or args.max_concurrency, args.max_concurrency))
         log(f"{s.queue_url.rsplit('/', 1)[-1]} -> {s.function}: batch size {s.batch_size}, window "
             f"{s.window_s:g} s, {'ReportBatchItemFailures' if s.report_failures else 'whole-batch results'}, "
-            f"timeout {s.timeout_s} s, failure visibility "
-            f"{'queue default' if args.failure_visibility is None else f'{args.failure_visibility} s'}")
-        pollers.append(Poller(s, sqs, args, region, stop))
+            f"{n} pollers (MaximumConcurrency {s.max_concurrency or 'unset'}, cap {args.max_concurrency}), "
+            f"timeout {s.timeout_s} s, invoke timeout {invoke_timeout(s, args):g} s < visibility {s.visibility_s} s, "
+            f"failure visibility {'queue default' if args.failure_visibility is None else f'{args.failure_visibility} s'}")
+        for i in range(1, n + 1):
+            # One client per poller: separate connection pools, so one long poll never waits for another.
+            client = sqs if i == 1 else session.client(
+                "sqs", endpoint_url=endpoint, config=Config(read_timeout=args.poll_seconds + 30, retries={"max_attempts": 3}))
+            pollers.append(Poller(s, client, args, region, stop, i))
 
     signals = []
 
@@ -481,7 +557,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     for t in pollers:
         t.start()
-    log(f"running {len(pollers)} poller(s) against {args.endpoint}; Ctrl-C stops")
+    log(f"running {len(pollers)} poller(s) against {args.endpoint} (pid {os.getpid()}); Ctrl-C stops")
     while not stop.is_set():
         stop.wait(0.5)
         if not any(t.is_alive() for t in pollers):

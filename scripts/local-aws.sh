@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Local SQS + DynamoDB (moto) with the queues and tables of template.yaml; see scripts/local_aws.py.
+# Local SQS + DynamoDB + S3 (moto) with the queues, tables and buckets of template.yaml; see scripts/local_aws.py.
 #   scripts/local-aws.sh up --env-file .local/aws.env            # foreground, Ctrl-C stops it
 #   scripts/local-aws.sh up --env-file .local/aws.env --detach   # background; `down` stops it
 #   scripts/local-aws.sh create --endpoint http://127.0.0.1:PORT --reset

@@ -2,11 +2,12 @@
 """Local AWS for the relay: a moto server with the SQS queues, DynamoDB tables and S3 buckets of
 template.yaml.
 
-The queues, tables and buckets are read from template.yaml (AWS::SQS::Queue, AWS::DynamoDB::Table
-and AWS::S3::Bucket resources, with the template's conditions evaluated on the parameters' defaults),
-so the local set-up cannot drift from the deployed one. Each resource is exported under an
-environment variable named after its logical ID: IngestQueue -> INGEST_QUEUE_URL,
-IngestDLQ -> INGEST_DLQ_URL, RecordsTable -> RECORDS_TABLE, ArchiveBucket -> ARCHIVE_BUCKET.
+The resources are read from template.yaml (AWS::SQS::Queue, AWS::DynamoDB::Table, AWS::S3::Bucket;
+their Conditions, and the Parameters and Mappings their properties reference, are evaluated with the
+parameters' defaults or --parameter-overrides), so the local set-up cannot drift from the deployed
+one. Each resource is exported under an environment variable named after its logical ID:
+IngestQueue -> INGEST_QUEUE_URL, IngestDLQ -> INGEST_DLQ_URL, EventsTable -> EVENTS_TABLE,
+ArchiveBucket -> ARCHIVE_BUCKET.
 
   up      start moto_server on a free port, create the resources, print `export` lines;
           stay in the foreground until SIGINT/SIGTERM (then stop moto), or --detach.
@@ -35,6 +36,9 @@ from pathlib import Path
 
 import boto3
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cfn_s3  # noqa: E402  (same folder; CloudFormation's S3 shapes -> the S3 API's)
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-central-1"
@@ -71,68 +75,84 @@ _CfnLoader.add_multi_constructor("!", _cfn_tag)
 
 
 class Template:
-    def __init__(self, path: Path, stack_name: str, region: str):
+    def __init__(self, path: Path, stack_name: str, region: str, overrides: dict[str, str] | None = None):
         self.doc = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
         self.resources: dict = self.doc.get("Resources", {})
-        self.params = {k: v.get("Default") for k, v in self.doc.get("Parameters", {}).items()}
-        self.mappings: dict = self.doc.get("Mappings", {})
-        self.conditions: dict = self.doc.get("Conditions", {})
+        self.mappings: dict = self.doc.get("Mappings") or {}
+        self.conditions: dict = self.doc.get("Conditions") or {}
+        defs = self.doc.get("Parameters") or {}
+        unknown = sorted(set(overrides or {}) - set(defs))
+        if unknown:
+            raise KeyError(f"parameter overrides for parameters the template does not have: {unknown}")
+        self.params = {k: (overrides or {}).get(k, v.get("Default")) for k, v in defs.items()}
+        self.param_types = {k: v.get("Type", "String") for k, v in defs.items()}
         self.pseudo = {
             "AWS::StackName": stack_name,
             "AWS::Region": region,
             "AWS::AccountId": ACCOUNT_ID,
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
-            "AWS::NoValue": None,
         }
         self.attrs: dict[str, dict[str, str]] = {}  # logical id -> attributes of created resources
+        self._conditions_seen: dict[str, bool] = {}
 
     def of_type(self, cfn_type: str) -> dict:
-        """Properties of the resources of a type whose Condition (if any) holds."""
+        """Properties of the resources of one type whose Condition (if any) holds."""
         return {
             k: v.get("Properties", {})
             for k, v in self.resources.items()
-            if v.get("Type") == cfn_type and ("Condition" not in v or self.condition(v["Condition"]))
+            if v.get("Type") == cfn_type and (not v.get("Condition") or self.condition(v["Condition"]))
         }
 
     def condition(self, name: str) -> bool:
-        return self._truth(self.conditions[name])
+        if name not in self._conditions_seen:
+            self._conditions_seen[name] = self._truth(self.conditions[name])
+        return self._conditions_seen[name]
 
-    def _truth(self, expr) -> bool:
-        (key, arg), = expr.items()
-        if key in ("Condition", "Fn::Condition"):  # the short tag !Condition loads as Fn::Condition
-            return self.condition(arg)
-        if key == "Fn::Equals":
-            return str(self.resolve(arg[0])) == str(self.resolve(arg[1]))
-        if key == "Fn::Not":
-            return not self._truth(arg[0])
-        if key == "Fn::And":
-            return all(self._truth(a) for a in arg)
-        if key == "Fn::Or":
-            return any(self._truth(a) for a in arg)
-        raise ValueError(f"unsupported condition function {key}")
+    def _truth(self, node) -> bool:
+        if isinstance(node, dict) and len(node) == 1:
+            (key, arg), = node.items()
+            if key == "Fn::Equals":
+                return str(self.resolve(arg[0])) == str(self.resolve(arg[1]))
+            if key == "Fn::Not":
+                return not self._truth(arg[0])
+            if key == "Fn::And":
+                return all(self._truth(a) for a in arg)
+            if key == "Fn::Or":
+                return any(self._truth(a) for a in arg)
+            # `!Condition Name` loads as Fn::Condition (the short-tag loader), `Condition: Name` not.
+            if key in ("Condition", "Fn::Condition"):
+                return self.condition(arg)
+        return str(self.resolve(node)).lower() == "true"
 
-    def _ref(self, name: str) -> str:
+    def _ref(self, name: str):
         if name in self.pseudo:
             return self.pseudo[name]
         if name in self.params:
-            return str(self.params[name])
+            value = self.params[name]
+            ptype = self.param_types.get(name, "")
+            if ptype == "CommaDelimitedList" or ptype.startswith("List<"):
+                return [v.strip() for v in str(value).split(",")] if value not in (None, "") else []
+            return str(value)
         if name in self.attrs:
             return self.attrs[name]["Ref"]
         raise KeyError(f"cannot resolve Ref {name!r} (not created yet?)")
 
     def resolve(self, value):
-        """Evaluates the few intrinsics the queue and table properties use."""
+        """Evaluates the intrinsics that resource properties use (Ref, GetAtt, Sub, Join, Select, Split,
+        FindInMap, If with the template's Conditions); AWS::NoValue drops the key or list item."""
         if isinstance(value, list):
-            return [self.resolve(v) for v in value]
+            return [v for v in (self.resolve(v) for v in value) if v is not _NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
             (key, arg), = value.items()
             if key == "Ref":
-                return self._ref(arg)
+                return _NO_VALUE if arg == "AWS::NoValue" else self._ref(arg)
             if key == "Fn::GetAtt":
                 return self.attrs[arg[0]][arg[1]]
+            if key == "Fn::If":
+                return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
             if key == "Fn::Sub":
                 text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
 
@@ -142,19 +162,32 @@ class Template:
                         return str(extra[name])
                     if "." in name and not name.startswith("AWS::"):
                         return str(self.attrs[name.split(".")[0]][name.split(".", 1)[1]])
-                    return self._ref(name)
+                    return str(self._ref(name))
 
                 return re.sub(r"\$\{([^}!]+)\}", sub, text).replace("${!", "${")
             if key == "Fn::Join":
                 return arg[0].join(str(v) for v in self.resolve(arg[1]))
+            if key == "Fn::Select":
+                index, items = self.resolve(arg)
+                return items[int(index)]
+            if key == "Fn::Split":
+                sep, text = self.resolve(arg)
+                return str(text).split(sep)
             if key == "Fn::FindInMap":
-                m, top, second = (self.resolve(a) for a in arg)
-                return self.mappings[m][top][second]
-            if key == "Fn::If":
-                return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
+                args = self.resolve(arg)
+                try:
+                    return self.mappings[args[0]][str(args[1])][str(args[2])]
+                except KeyError:
+                    if len(args) > 3 and isinstance(args[3], dict) and "DefaultValue" in args[3]:
+                        return args[3]["DefaultValue"]
+                    raise
             if key.startswith("Fn::"):
-                raise ValueError(f"unsupported intrinsic {key} in a queue/table property")
-        return {k: self.resolve(v) for k, v in value.items()}
+                raise ValueError(f"unsupported intrinsic {key} in a resource property")
+        out = {k: self.resolve(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not _NO_VALUE}
+
+
+_NO_VALUE = object()
 
 
 def snake(logical_id: str) -> str:
@@ -178,7 +211,8 @@ def create_queues(tpl: Template, sqs) -> dict[str, str]:
     queues = tpl.of_type("AWS::SQS::Queue")
     env = {}
     for lid, props in queues.items():
-        name = tpl.resolve(props["QueueName"])
+        # Without a QueueName CloudFormation makes one up; a fixed one keeps re-runs idempotent.
+        name = tpl.resolve(props.get("QueueName") or f"{tpl.pseudo['AWS::StackName']}-{lid}")
         create_attrs = {}
         if props.get("FifoQueue"):  # can only be set at creation
             create_attrs["FifoQueue"] = "true"
@@ -187,28 +221,34 @@ def create_queues(tpl: Template, sqs) -> dict[str, str]:
         tpl.attrs[lid] = {"Ref": url, "QueueUrl": url, "Arn": arn, "QueueName": name}
         env[f"{snake(lid)}_URL"] = url
     for lid, props in queues.items():
+        # CloudFormation's queue properties are the queue attributes under the same names
+        # (VisibilityTimeout, MaximumMessageSize, RedrivePolicy, SqsManagedSseEnabled, ...), so a
+        # property added to the template reaches the emulator without a change here.
         attrs = {
-            k: _attr_str(tpl.resolve(v))
-            for k, v in props.items()
+            k: _attr_str(v)
+            for k, v in tpl.resolve(props).items()
             if k not in ("QueueName", "FifoQueue", "Tags")
         }
         # Setting every declared attribute (rather than passing them to CreateQueue) keeps a re-run
         # idempotent and converges a queue that an older template created differently.
         if attrs:
             sqs.set_queue_attributes(QueueUrl=tpl.attrs[lid]["QueueUrl"], Attributes=attrs)
+        tags = tpl.resolve(props.get("Tags") or [])
+        if tags:
+            sqs.tag_queue(QueueUrl=tpl.attrs[lid]["QueueUrl"], Tags={t["Key"]: str(t["Value"]) for t in tags})
         log(f"queue {tpl.attrs[lid]['QueueName']}: {attrs}")
     return env
 
 
 # Table properties with the same shape in CloudFormation and in the CreateTable API.
 _TABLE_PASSTHROUGH = ("KeySchema", "AttributeDefinitions", "BillingMode", "ProvisionedThroughput",
-                      "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
+                      "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "StreamSpecification", "TableClass")
 
 
 def create_tables(tpl: Template, ddb) -> dict[str, str]:
     env = {}
     for lid, props in tpl.of_type("AWS::DynamoDB::Table").items():
-        name = tpl.resolve(props["TableName"])
+        name = tpl.resolve(props.get("TableName") or f"{tpl.pseudo['AWS::StackName']}-{lid}")
         spec = {k: tpl.resolve(props[k]) for k in _TABLE_PASSTHROUGH if k in props}
         try:
             ddb.create_table(TableName=name, **spec)
@@ -239,52 +279,49 @@ def create_tables(tpl: Template, ddb) -> dict[str, str]:
 
 
 def create_buckets(tpl: Template, s3) -> dict[str, str]:
-    """Buckets get a local name (CloudFormation would generate one); encryption, public access block
-    and lifecycle rules are applied as the template declares them (moto stores them)."""
+    """AWS::S3::Bucket: the bucket with its encryption, lifecycle rules, public access block,
+    versioning, ownership controls and tags, converted from CloudFormation's shape by cfn_s3 (the
+    S3 API names them differently). Exported like a table: ArchiveBucket -> ARCHIVE_BUCKET=<name>."""
     env = {}
     for lid, props in tpl.of_type("AWS::S3::Bucket").items():
-        name = tpl.resolve(props.get("BucketName") or f"{tpl.pseudo['AWS::StackName']}-{lid.lower()}")
+        props = tpl.resolve(props)
+        # Without a BucketName CloudFormation makes one up; a fixed one keeps re-runs idempotent.
+        name = props.get("BucketName") or re.sub(r"[^a-z0-9-]", "-", f"{tpl.pseudo['AWS::StackName']}-{lid}".lower())[:63]
+        region = tpl.pseudo["AWS::Region"]
         try:
-            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": tpl.pseudo["AWS::Region"]})
-        except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+            s3.create_bucket(Bucket=name, **({} if region == "us-east-1" else
+                                              {"CreateBucketConfiguration": {"LocationConstraint": region}}))
+        except s3.exceptions.BucketAlreadyOwnedByYou:
             pass
-        enc = tpl.resolve(props.get("BucketEncryption"))
-        if enc:
-            rules = [
-                {k: v for k, v in r.items() if v is not None}
-                for r in enc["ServerSideEncryptionConfiguration"]
-            ]
-            for r in rules:
-                r["ApplyServerSideEncryptionByDefault"] = {
-                    k: v for k, v in r.pop("ServerSideEncryptionByDefault").items() if v is not None
-                }
-                if r.get("BucketKeyEnabled") is None:
-                    r.pop("BucketKeyEnabled", None)
-            s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
-        pab = tpl.resolve(props.get("PublicAccessBlockConfiguration"))
-        if pab:
-            s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=pab)
-        lifecycle = tpl.resolve(props.get("LifecycleConfiguration"))
-        if lifecycle:
-            rules = []
-            for r in lifecycle["Rules"]:
-                rule = {"ID": r["Id"], "Status": r["Status"], "Filter": {"Prefix": r.get("Prefix", "")}}
-                if "ExpirationInDays" in r:
-                    rule["Expiration"] = {"Days": int(r["ExpirationInDays"])}
-                if "AbortIncompleteMultipartUpload" in r:
-                    rule["AbortIncompleteMultipartUpload"] = {
-                        "DaysAfterInitiation": int(r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
-                    }
-                rules.append(rule)
-            s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
-        tpl.attrs[lid] = {"Ref": name, "Arn": f"arn:aws:s3:::{name}"}
+        done = []
+        if props.get("BucketEncryption"):
+            s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration=cfn_s3.encryption(props["BucketEncryption"]))
+            done.append("encryption")
+        if props.get("LifecycleConfiguration"):
+            s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration=cfn_s3.lifecycle(props["LifecycleConfiguration"]))
+            done.append(f"{len(props['LifecycleConfiguration'].get('Rules', []))} lifecycle rules")
+        if props.get("PublicAccessBlockConfiguration"):
+            s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
+                k: v in (True, "true") for k, v in props["PublicAccessBlockConfiguration"].items()})
+            done.append("public access block")
+        if (props.get("VersioningConfiguration") or {}).get("Status"):
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": props["VersioningConfiguration"]["Status"]})
+            done.append(f"versioning {props['VersioningConfiguration']['Status']}")
+        if props.get("OwnershipControls"):
+            s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls=props["OwnershipControls"])
+        if props.get("Tags"):
+            s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": cfn_s3.tags(props["Tags"])})
+        # Not mirrored: notifications, logging, CORS, object lock, replication (no local meaning yet).
+        tpl.attrs[lid] = {"Ref": name, "Arn": f"arn:aws:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com",
+                          "RegionalDomainName": f"{name}.s3.{region}.amazonaws.com"}
         env[snake(lid)] = name
-        log(f"bucket {name}: encryption={bool(enc)}, lifecycle={bool(lifecycle)}")
+        log(f"bucket {name}: {', '.join(done) or 'no settings'}")
     return env
 
 
 def provision(endpoint: str, args) -> dict[str, str]:
-    tpl = Template(Path(args.template), args.stack_name, args.region)
+    overrides = dict(o.split("=", 1) for o in args.parameter_overrides)
+    tpl = Template(Path(args.template), args.stack_name, args.region, overrides)
     session = boto3.session.Session(region_name=args.region, **CREDENTIALS)
     env = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -441,6 +478,8 @@ def main() -> int:
     common.add_argument("--region", default=REGION)
     common.add_argument("--env-file", help="also write the export lines to this file")
     common.add_argument("--reset", action="store_true", help="POST /moto-api/reset before creating")
+    common.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="template parameter values instead of their defaults (as for sam deploy)")
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

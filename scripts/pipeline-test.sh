@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end test of the local pipeline, through the SQS triggers of scripts/esm_runner.py:
-#   curl -> receiver -> SQS ingest -> consumer -> DynamoDB + SQS delivery -> dispatcher -> demo destination
+# End-to-end test of the local pipeline, through the local Lambda service (scripts/local_lambda.py) and
+# the SQS triggers of scripts/esm_runner.py:
+#   curl -> HTTP API route -> receiver -> SQS ingest -> consumer -> DynamoDB + SQS delivery -> dispatcher
+#   -> demo destination
 #
 #   scripts/pipeline-test.sh
 #
@@ -10,14 +12,20 @@
 #   2. it reaches the demo destination with a valid Standard Webhooks signature (checked there with
 #      the reference `standardwebhooks` package), after one 503 answer and one retry, under the event
 #      id docs/configuration.md defines (recomputed here);
-#   3. DynamoDB: the event item has the delivery DELIVERED after 2 attempts; the session item has the
-#      webhook's status;
+#   3. DynamoDB: the delivery item is DELIVERED after 2 attempts with their history; the event item has
+#      the webhook's session status; the claim's lease ends at a real invocation deadline (the
+#      consumer's Timeout after the claim, not cargo lambda watch's fixed deadline in 1970); the
+#      archive object in S3 holds the envelope with the raw body byte for byte;
 #   4. an IDnow webhook reaches both destinations: the envelope at /kyc-events and, byte for byte, the
 #      provider's JWT body at /idnow-raw (raw-idnow destination);
 #   5. a poison message (body "not json") put straight on the ingest queue ends in the ingest DLQ
 #      after maxReceiveCount receives (redrive by SQS, as in AWS; --failure-visibility 1 makes each
 #      retry come after 1 s instead of the queue's 180 s);
-#   6. after the stop, none of the processes the run started is left.
+#   6. the fault-test hooks: after a SIGKILL of the SQS trigger runner and `run-local.sh --restart esm`,
+#      after POST /_local/functions/consumer/kill, and after a SIGKILL of the whole Lambda service and
+#      `run-local.sh --restart lambda`, a new webhook is still delivered;
+#   7. the Lambda service runs each function with the template's Timeout and reports its instances;
+#   8. after the stop, none of the processes the run started is left.
 # The last line is "N passed, M failed"; the exit status is 0 only when nothing failed.
 # Needs: cargo (the first build of the functions takes minutes), curl, python3.
 set -uo pipefail
@@ -139,22 +147,46 @@ if phase == "incode":
                "retry path: first attempt answered 503, retried with the same webhook-id, then 200",
                f"statuses {[r['status'] for r in attempts]}, webhook-ids {[r['webhook_id'] for r in attempts]}")
 
-        def event_item():
-            item = ddb.get_item(TableName=env["EVENTS_TABLE"], Key={"pk": {"S": f"incode#{e['event_id']}"}},
-                                ConsistentRead=True).get("Item")
-            demo = ((item or {}).get("deliveries", {}).get("M", {}).get("demo", {}).get("M", {}))
-            return item if demo.get("status", {}).get("S") == "DELIVERED" else None
+        # The records table (shared/src/records/mod.rs): the session's partition, the event item and
+        # its delivery item.
+        pk = f"s#incode#{interview}"
+        sk = f"ev#{len(e['event_id'].encode())}#{e['event_id']}"
 
-        item = poll(event_item, 10)
-        result(item is not None, "DynamoDB events item exists with delivery 'demo' DELIVERED",
-               f"item: {ddb.get_item(TableName=env['EVENTS_TABLE'], Key={'pk': {'S': 'incode#' + e['event_id']}}).get('Item')}")
-        if item:
-            attempts_n = item["deliveries"]["M"]["demo"]["M"].get("attempts", {}).get("N")
-            result(attempts_n == "2", "the delivery record counts 2 attempts", f"attempts = {attempts_n}")
-        s_item = ddb.get_item(TableName=env["SESSIONS_TABLE"], Key={"pk": {"S": f"incode#{interview}"}},
-                              ConsistentRead=True).get("Item")
-        result(bool(s_item) and s_item.get("status", {}).get("S") == "ONBOARDING_FINISHED",
-               "DynamoDB session item exists with status ONBOARDING_FINISHED", f"item: {s_item}")
+        def get(key_sk):
+            return ddb.get_item(TableName=env["RECORDS_TABLE"], Key={"pk": {"S": pk}, "sk": {"S": key_sk}},
+                                ConsistentRead=True).get("Item")
+
+        def delivered_item():
+            item = get(sk + "#d#demo")
+            return item if (item or {}).get("status", {}).get("S") == "DELIVERED" else None
+
+        delivery = poll(delivered_item, 10)
+        result(delivery is not None, "DynamoDB: the delivery item for 'demo' is DELIVERED",
+               f"item: {get(sk + '#d#demo')}")
+        if delivery:
+            attempts_n = delivery.get("attempts", {}).get("N")
+            history = [h["M"]["o"]["S"] for h in delivery.get("history", {}).get("L", [])]
+            result(attempts_n == "2" and history == ["http_503", "http_200"],
+                   "the delivery item counts 2 attempts with their history", f"attempts = {attempts_n}, {history}")
+        event = get(sk)
+        result(bool(event) and event.get("status", {}).get("S") == "ONBOARDING_FINISHED",
+               "DynamoDB: the event item holds the session status ONBOARDING_FINISHED", f"item: {event}")
+        if event:
+            # The lease is the invocation's deadline: the consumer's Timeout (30 s) after the invocation
+            # started, so a little under 30 s after the claim was written.
+            lease = int(event.get("lease", {}).get("N", "0")) - int(event.get("claimed", {}).get("N", "0"))
+            result(25_000 <= lease <= 30_000,
+                   f"the claim's lease ends at the invocation's real deadline ({lease} ms after the claim; Timeout 30 s)",
+                   f"lease - claimed = {lease} ms")
+            s3 = session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+            objects = [o["S"] for o in event.get("archive", {}).get("L", [])]
+            archived = []
+            for key in objects:
+                body = s3.get_object(Bucket=env["ARCHIVE_BUCKET"], Key=key)["Body"].read().decode()
+                archived += [json.loads(line) for line in body.splitlines() if line]
+            mine_archived = [a for a in archived if a["event_id"] == e["event_id"]]
+            result(len(mine_archived) == 1 and mine_archived[0]["raw_body"] == e["raw_body"],
+                   "the archive (S3) holds the envelope, raw body byte for byte", f"objects {objects}")
 
 elif phase == "idnow":
     sample = json.load(open("events/receiver/idnow-jwt-body-hs256.json"))
@@ -177,6 +209,13 @@ elif phase == "idnow":
                "raw-idnow got the provider's JWT body byte for byte, as application/jwt, validly signed",
                f"content-type {r['headers'].get('content-type')}, signature {r['signature']}, "
                f"same body: {r['body'] == jwt_body}")
+
+elif phase == "recovered":
+    interview = env["INTERVIEW"]
+    got = poll(lambda: [r for r in requests() if r["path"] == "/kyc-events" and r["status"] == 200
+                        and (envelope(r) or {}).get("session_id") == interview], 60)
+    result(bool(got), f"{env.get('HOOK_NOTE', 'after the restart')}: a new Incode webhook is delivered",
+           "not delivered within 60 s: see .local/esm.log, .local/lambda.log, .local/functions.log")
 
 elif phase == "poison":
     ingest, dlq = env["INGEST_QUEUE_URL"], env["INGEST_DLQ_URL"]
@@ -203,7 +242,7 @@ elif phase == "poison":
 PY
 }
 
-export DEMO_LOG EVENTS_TABLE SESSIONS_TABLE AWS_ENDPOINT_URL AWS_REGION INGEST_QUEUE_URL INGEST_DLQ_URL
+export DEMO_LOG RECORDS_TABLE ARCHIVE_BUCKET AWS_ENDPOINT_URL AWS_REGION INGEST_QUEUE_URL INGEST_DLQ_URL LAMBDA_ENDPOINT
 run_checks() { # phase: counts the PASS/FAIL lines of a phase
   local line
   while IFS= read -r line; do
@@ -238,17 +277,80 @@ else
   ko "the ESM runner logged the consumer's batch item failures" "no 'consumer: 1 records, 1 failed' in .local/esm.log"
 fi
 
-# 6: stop, and nothing left running.
+# 6: the hooks a fault-injection run uses: SIGKILL the SQS trigger runner and restart it, SIGKILL
+# every consumer instance through the service, SIGKILL the whole Lambda service and restart it; each
+# time a new webhook must still get through.
+pgid_of() { awk -v n="$1" '$1 == n {print $2}' "$PIDS_FILE"; }
+hook_round() { # note
+  INTERVIEW="pipeline-test-hook-$(date +%s%N)"
+  export INTERVIEW HOOK_NOTE=$1
+  if INTERVIEW_ID=$INTERVIEW scripts/curl-webhook.sh "$RECEIVER_URL" incode >/dev/null 2>&1; then
+    run_checks recovered
+  else
+    ko "$1: the receiver accepts a new webhook" "see .local/lambda.log"
+  fi
+}
+old_esm=$(pgid_of esm)
+kill -KILL -- "-$old_esm" 2>/dev/null
+# The killed runner's long polls (WaitTimeSeconds 2) stay open in moto for up to 2 s: a message arriving
+# then is received for a dead poller and stays invisible for the ingest queue's visibility timeout
+# (180 s), as in AWS. Nothing to poll for that; its bound is known.
+sleep 3
+if scripts/run-local.sh --restart esm >.local/pipeline-test-restart.log 2>&1 && [[ $(pgid_of esm) != "$old_esm" ]]; then
+  ok "SIGKILL of the SQS trigger runner (pgid $old_esm), then run-local.sh --restart esm (pgid $(pgid_of esm))"
+else
+  ko "SIGKILL of the SQS trigger runner, then run-local.sh --restart esm" "$(tail -n 5 .local/pipeline-test-restart.log)"
+fi
+hook_round "after the runner's restart"
+killed=$(curl -s -X POST "$LAMBDA_ENDPOINT/_local/functions/consumer/kill?state=all&signal=KILL" |
+  .venv/bin/python -c 'import json,sys; print(" ".join(str(i["pid"]) for i in json.load(sys.stdin)["killed"]))')
+if [[ -n $killed ]]; then
+  ok "POST /_local/functions/consumer/kill SIGKILLed the consumer instances (pids $killed)"
+else
+  ko "POST /_local/functions/consumer/kill SIGKILLed the consumer instances" "no instance reported"
+fi
+hook_round "after the consumer instances were killed"
+old_lambda=$(pgid_of lambda)
+kill -KILL -- "-$old_lambda" 2>/dev/null
+if scripts/run-local.sh --restart lambda >>.local/pipeline-test-restart.log 2>&1 && [[ $(pgid_of lambda) != "$old_lambda" ]]; then
+  ok "SIGKILL of the Lambda service and its functions (pgid $old_lambda), then run-local.sh --restart lambda"
+else
+  ko "SIGKILL of the Lambda service, then run-local.sh --restart lambda" "$(tail -n 5 .local/pipeline-test-restart.log)"
+fi
+hook_round "after the Lambda service's restart"
+started_pids=$(awk '{print $2}' "$PIDS_FILE")
+started_pids+=" $(cat "$MOTO_PID_FILE" 2>/dev/null)"
+
+# 7: the Lambda service's view of the functions.
+if .venv/bin/python - "$LAMBDA_ENDPOINT" <<'PY'
+import json, sys, urllib.request
+status = json.load(urllib.request.urlopen(f"{sys.argv[1]}/_local/status", timeout=5))
+fns = status["functions"]
+want = {"receiver": 10, "consumer": 30, "dispatcher": 120}
+bad = [f"{n}: timeout {fns.get(n, {}).get('timeout_s')}" for n, t in want.items() if fns.get(n, {}).get("timeout_s") != t]
+live = {n: [i["pid"] for i in f["instances"] if i["state"] != "dead"] for n, f in fns.items()}
+bad += [f"{n}: no live instance" for n in want if not live.get(n)]
+print(f"      instances: {live}")
+sys.exit(1 if bad else 0)
+PY
+then
+  ok "the Lambda service runs each function with the template's Timeout and reports its instances' pids"
+else
+  ko "the Lambda service runs each function with the template's Timeout and reports its instances' pids"
+fi
+function_pids=$(.venv/bin/python -c 'import json,sys; print(" ".join(str(i["pid"]) for f in json.load(open(sys.argv[1]))["functions"].values() for i in f["instances"]))' "$LAMBDA_INSTANCES_FILE" 2>/dev/null || true)
+
+# 8: stop, and nothing left running.
 stop_pipeline
 left=""
-for pid in $started_pids; do
+for pid in $started_pids $function_pids; do
   [[ -n $pid ]] || continue
   stat=$(ps -o stat= -p "$pid" 2>/dev/null || true)
   [[ -n $stat && $stat != Z* ]] && left+=" $pid($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60))"
 done
-# Function processes of cargo lambda watch (their own sessions) of this checkout:
-for pid in $(pgrep -f "^target/debug/(receiver|consumer|dispatcher)$" || true); do
-  [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$root" ]] && left+=" $pid(function)"
+# Any function process of this checkout's Lambda service (they run the binaries it copied there):
+for pid in $(pgrep -f -- "^$root/.local/lambda/code/" || true); do
+  left+=" $pid(function)"
 done
 if [[ -z $left ]]; then
   ok "run-local.sh --stop left nothing running"

@@ -1,32 +1,45 @@
 #!/usr/bin/env bash
 # The whole pipeline on this machine, one command, no Docker:
 #
-#   receiver (cargo lambda watch :9000) -> SQS ingest (moto) -> [ESM runner] -> consumer (DynamoDB in moto)
+#   receiver (local Lambda :9000) -> SQS ingest (moto) -> [ESM runner] -> consumer (DynamoDB in moto)
 #   -> SQS delivery -> [ESM runner] -> dispatcher -> demo destination (127.0.0.1:9103)
 #
 #   scripts/run-local.sh                  start everything, show the demo destination's output; Ctrl-C stops all
 #   scripts/run-local.sh --demo           ... and send one sample Incode webhook once it is up
 #   scripts/run-local.sh --background     start everything, write .local/pipeline.env, return when ready
 #   scripts/run-local.sh --stop           stop what a --background run started
+#   scripts/run-local.sh --restart NAME   (re)start one process of a --background run, dead or alive:
+#                                         esm (the SQS trigger runner) or lambda (the Lambda service and
+#                                         all function processes); for fault tests, after a SIGKILL
 # Options (start): --fail-first N        the demo destination answers 503 to its first N requests (retries)
-#                  --no-reload           `cargo lambda watch --ignore-changes`: no rebuild on source edits
-#                                        (steadier for tests while someone edits the code)
+#                  --no-reload           no rebuild on source edits (steadier for tests while someone
+#                                        edits the code)
 #                  --failure-visibility S  records the consumer/dispatcher report as failed come back after
 #                                          S seconds instead of the queue's visibility timeout (180/720 s),
 #                                          so a poison message reaches the DLQ in seconds (see esm_runner.py)
+#                  --esm-concurrency N   concurrent batches per queue: min(the template's
+#                                        MaximumConcurrency, N); default 5, as Lambda starts
+#                  --function-concurrency N  instances per function before invocations are throttled
+#                                        (default 10)
 #
 # Started here (each in its own process group, all stopped together):
-#   moto_server        SQS + DynamoDB with the queues and tables of template.yaml (scripts/local_aws.py)
+#   moto_server        SQS + DynamoDB + S3 with the queues, tables and buckets of template.yaml (scripts/local_aws.py)
 #   JWKS server        events/keys/jwks.json on 127.0.0.1:9102 (IDNOW_JWKS_URL of config/local.env)
 #   demo destination   scripts/demo_destination.py on 127.0.0.1:9103, verifying the Standard Webhooks
 #                      signatures with the TEST secret of config/destinations.local.json
-#   cargo lambda watch all three functions on 127.0.0.1:9000, env = config/local.env + .local/aws.env
-#                      + DESTINATIONS_CONFIG_FILE=config/destinations.local.json (.local/functions.env)
-#   ESM runner         scripts/esm_runner.py: ingest -> consumer, delivery -> dispatcher (Lambda's SQS trigger)
-# Logs: .local/{moto,watch,esm,jwks}.log; the demo destination prints to the terminal (to
-# .local/demo-destination.log with --background) and appends every request to .local/demo-destination.jsonl.
-# Ports 9000, 9102 and 9103 must be free. RUN_LOCAL_BUILD_TIMEOUT (default 1200 s) bounds the wait for
-# the first build (a cold debug build of the workspace takes minutes on 2 cores).
+#   Lambda service     scripts/local_lambda.py on 127.0.0.1:9000: builds the workspace (debug), runs each
+#                      function as Lambda does (Runtime API, the template's Timeout as a real deadline,
+#                      process killed at it, concurrent instances), the template's HTTP API routes, the
+#                      Invoke API; env = config/local.env + .local/aws.env +
+#                      DESTINATIONS_CONFIG_FILE=config/destinations.local.json (.local/functions.env)
+#   ESM runner         scripts/esm_runner.py: ingest -> consumer, delivery -> dispatcher (Lambda's SQS
+#                      trigger), several pollers per queue
+# Logs: .local/{moto,lambda,functions,build,esm,jwks}.log; the demo destination prints to the terminal
+# (to .local/demo-destination.log with --background) and appends every request to
+# .local/demo-destination.jsonl. Function processes: .local/lambda-instances.json (pids, states),
+# also GET http://127.0.0.1:9000/_local/status. Ports 9000, 9102 and 9103 must be free.
+# RUN_LOCAL_BUILD_TIMEOUT (default 1200 s) bounds the wait for the first build (a cold debug build of
+# the workspace takes minutes on 2 cores).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -38,7 +51,8 @@ lambda_port=9000
 jwks_port=9102
 demo_port=9103
 lambda_url=http://127.0.0.1:$lambda_port
-receiver_url=$lambda_url/lambda-url/receiver
+# The template's HTTP API routes are served at the root, as API Gateway serves them.
+receiver_url=$lambda_url
 demo_log=$state/demo-destination.jsonl
 build_timeout=${RUN_LOCAL_BUILD_TIMEOUT:-1200}
 
@@ -46,15 +60,21 @@ mode=foreground
 demo=0
 fail_first=0
 failure_visibility=
-watch_args=()
+reload=1
+esm_concurrency=5
+function_concurrency=10
+restart_name=
 while (($#)); do
   case "$1" in
     --background) mode=background ;;
     --stop) mode=stop ;;
+    --restart) mode=restart; restart_name=${2:?--restart needs esm or lambda}; shift ;;
     --demo) demo=1 ;;
-    --no-reload) watch_args+=(--ignore-changes) ;;
+    --no-reload) reload=0 ;;
     --fail-first) fail_first=${2:?--fail-first needs a number}; shift ;;
     --failure-visibility) failure_visibility=${2:?--failure-visibility needs seconds}; shift ;;
+    --esm-concurrency) esm_concurrency=${2:?--esm-concurrency needs a number}; shift ;;
+    --function-concurrency) function_concurrency=${2:?--function-concurrency needs a number}; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "run-local: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -71,7 +91,7 @@ marker() {
   case "$1" in
     jwks) echo "http.server" ;;
     demo-destination) echo "demo_destination.py" ;;
-    watch) echo "lambda watch" ;;
+    lambda) echo "local_lambda.py" ;;
     esm) echo "esm_runner.py" ;;
     *) echo "$1" ;;
   esac
@@ -90,8 +110,8 @@ stop_group() { # name pgid
     say "pid $pgid is no longer our $name (pid reused?); not touching it"
     return 0
   fi
-  # cargo lambda watch starts each function in a session of its own: remember the descendants, in
-  # case they outlive the group (cargo-lambda stops them itself on SIGTERM).
+  # Remember the descendants in case one left the group (the Lambda service's function processes
+  # stay in it and also die with the service: PR_SET_PDEATHSIG).
   local kids
   kids=$(descendants "$pgid")
   kill -TERM -- "-$pgid" 2>/dev/null || true
@@ -139,6 +159,123 @@ stop_all() {
   fi
   rm -f "$pipeline_env"
 }
+
+start() { # name log-file command... : own session/process group, recorded for stop_all
+  local name=$1 log=$2
+  shift 2
+  if [[ $log == - ]]; then
+    setsid "$@" </dev/null &
+  else
+    setsid "$@" </dev/null >>"$log" 2>&1 & # appended: a --restart keeps the earlier lines
+  fi
+  local pid=$!
+  # One line per name: a restart replaces the old one.
+  if [[ -f $pids_file ]]; then
+    awk -v n="$name" '$1 != n' "$pids_file" >"$pids_file.tmp" && mv "$pids_file.tmp" "$pids_file"
+  fi
+  echo "$name $pid" >>"$pids_file"
+}
+
+alive() { # name -> 0 if its group still runs
+  local pid
+  pid=$(awk -v n="$1" '$1 == n {print $2}' "$pids_file" 2>/dev/null)
+  [[ -n $pid ]] && group_alive "$pid"
+}
+
+fail() { # message [log file]
+  say "FAILED: $1" >&2
+  if [[ -n ${2:-} && -s $2 ]]; then
+    echo "---- last lines of ${2#"$root"/} ----" >&2
+    tail -n 25 "$2" >&2
+    echo "----" >&2
+  fi
+  exit 1
+}
+
+# The Lambda service: builds the workspace, then serves the functions on :9000 (scripts/local_lambda.py).
+start_lambda() {
+  local args=(--port "$lambda_port" --env-file "$state/functions.env" --concurrency "$function_concurrency"
+    --state-file "$state/lambda-instances.json" --state-dir "$state/lambda"
+    --function-log "$state/functions.log" --build-log "$state/build.log")
+  ((reload)) && args+=(--watch)
+  start lambda "$state/lambda.log" .venv/bin/python -u scripts/local_lambda.py "${args[@]}"
+}
+
+# Ready when the first build is served and each function answers: the receiver anything at all (401
+# here: no credentials), the consumer and dispatcher an empty SQS batch with a batch response. The
+# probes also warm one instance of each.
+wait_lambda() {
+  local deadline=$((SECONDS + build_timeout)) next_note=$((SECONDS + 30)) fn status
+  say "waiting for the build and the functions (first build: minutes; logs: .local/build.log, .local/lambda.log) ..."
+  until curl -sf -m 5 "$lambda_url/_local/status" 2>/dev/null | grep -q '"ready": true'; do
+    alive lambda || fail "the Lambda service exited" "$state/lambda.log"
+    ((SECONDS < deadline)) || fail "no build served after ${build_timeout}s (RUN_LOCAL_BUILD_TIMEOUT)" "$state/build.log"
+    if ((SECONDS >= next_note)); then
+      say "  still building ($((SECONDS - started_at))s): $(grep -a -E 'Compiling|Finished|error' "$state/build.log" | tail -n 1 | sed 's/^ *//' | cut -c1-100)"
+      next_note=$((SECONDS + 30))
+    fi
+    sleep 1
+  done
+  for fn in receiver consumer dispatcher; do
+    if [[ $fn == receiver ]]; then
+      status=$(probe "$fn" "$receiver_url/webhooks/incode" '{}')
+    else
+      status=$(probe "$fn" "$lambda_url/2015-03-31/functions/$fn/invocations" '{"Records":[]}')
+    fi
+    case "$fn:$status" in
+      receiver:401) ;;
+      consumer:200 | dispatcher:200) grep -q batchItemFailures "$state/probe-$fn.out" ||
+        fail "$fn answered: $(head -c 400 "$state/probe-$fn.out")" "$state/functions.log" ;;
+      *) fail "$fn answered $status: $(head -c 400 "$state/probe-$fn.out")" "$state/functions.log" ;;
+    esac
+    say "  $fn ready ($((SECONDS - started_at))s)"
+  done
+  rm -f "$state"/probe-*.out
+}
+
+probe() { # name url data -> prints the HTTP status
+  curl -s -o "$state/probe-$1.out" -w '%{http_code}' -m 20 -X POST "$2" \
+    -H 'Content-Type: application/json' --data "$3" 2>/dev/null || true
+}
+
+# The SQS trigger runner (scripts/esm_runner.py), several pollers per queue.
+start_esm() {
+  local args=(--env-file "$state/functions.env" --endpoint "$lambda_url" --max-concurrency "$esm_concurrency"
+    --map INGEST_QUEUE_URL=consumer --map DELIVERY_QUEUE_URL=dispatcher --map RETRY_QUEUE_URL=dispatcher)
+  [[ -n $failure_visibility ]] && args+=(--failure-visibility "$failure_visibility")
+  local before
+  before=$(grep -c 'running .* poller' "$state/esm.log" 2>/dev/null || true)
+  start esm "$state/esm.log" .venv/bin/python -u scripts/esm_runner.py "${args[@]}"
+  for ((i = 0; i < 100; i++)); do # 10 s
+    (($(grep -c 'running .* poller' "$state/esm.log" 2>/dev/null || true) > ${before:-0})) && return 0
+    alive esm || fail "the ESM runner exited" "$state/esm.log"
+    sleep 0.1
+  done
+  fail "the ESM runner did not start polling within 10 s" "$state/esm.log"
+}
+
+if [[ $mode == restart ]]; then
+  # A --background pipeline's options are in pipeline.env: restart the process exactly as it was.
+  [[ -f $pipeline_env && -f $pids_file ]] || { say "no --background pipeline to restart (.local/pipeline.env)" >&2; exit 1; }
+  reload=$(sed -n 's/^PIPELINE_RELOAD=//p' "$pipeline_env")
+  esm_concurrency=$(sed -n 's/^PIPELINE_ESM_CONCURRENCY=//p' "$pipeline_env")
+  function_concurrency=$(sed -n 's/^PIPELINE_FUNCTION_CONCURRENCY=//p' "$pipeline_env")
+  failure_visibility=$(sed -n 's/^PIPELINE_FAILURE_VISIBILITY=//p' "$pipeline_env")
+  case "$restart_name" in
+    esm | lambda) ;;
+    *) say "--restart: esm or lambda, not $restart_name" >&2; exit 2 ;;
+  esac
+  old=$(awk -v n="$restart_name" '$1 == n {print $2}' "$pids_file")
+  [[ -n $old ]] && stop_group "$restart_name" "$old"
+  if [[ $restart_name == esm ]]; then
+    start_esm
+  else
+    start_lambda
+    wait_lambda
+  fi
+  say "restarted $restart_name: pid $(awk -v n="$restart_name" '$1 == n {print $2}' "$pids_file") ($((SECONDS - started_at))s)"
+  exit 0
+fi
 
 if [[ $mode == stop ]]; then
   if [[ ! -f "$pids_file" && ! -f "$state/moto.pid" ]]; then
@@ -195,45 +332,19 @@ trap 'exit 129' HUP
 
 mkdir -p "$state"
 : >"$pids_file"
+for log in lambda functions build esm jwks; do : >"$state/$log.log"; done
+rm -f "$state/lambda-instances.json"
 
-start() { # name log-file command... : own session/process group, recorded for stop_all
-  local name=$1 log=$2
-  shift 2
-  if [[ $log == - ]]; then
-    setsid "$@" </dev/null &
-  else
-    setsid "$@" </dev/null >"$log" 2>&1 &
-  fi
-  echo "$name $!" >>"$pids_file"
-}
-
-alive() { # name -> 0 if its group still runs
-  local pid
-  pid=$(awk -v n="$1" '$1 == n {print $2}' "$pids_file")
-  [[ -n $pid ]] && group_alive "$pid"
-}
-
-fail() { # message [log file]
-  say "FAILED: $1" >&2
-  if [[ -n ${2:-} && -s $2 ]]; then
-    echo "---- last lines of ${2#"$root"/} ----" >&2
-    tail -n 25 "$2" >&2
-    echo "----" >&2
-  fi
-  exit 1
-}
-
-say "bootstrapping .venv (moto, boto3, cargo-lambda, zig, standardwebhooks) ..."
+say "bootstrapping .venv (moto, boto3, standardwebhooks, ...) ..."
 scripts/bootstrap.sh dev
-export PATH="$root/.venv/bin:$PATH" # cargo-lambda and zig
 command -v cargo >/dev/null || fail "cargo not found: install Rust (rustup)"
 
-say "starting moto (SQS + DynamoDB) with the queues and tables of template.yaml ..."
+say "starting moto (SQS, DynamoDB, S3) with the queues, tables and buckets of template.yaml ..."
 .venv/bin/python scripts/local_aws.py up --detach --env-file "$state/aws.env" \
   --pid-file "$state/moto.pid" --log-file "$state/moto.log" >"$state/local_aws.log" 2>&1 ||
   fail "local_aws.py up" "$state/local_aws.log"
 
-# cargo lambda watch takes one --env-file: config/local.env + the emulator's values + destinations.
+# The functions' configuration: config/local.env + the emulator's values + destinations.
 {
   echo "# Generated by scripts/run-local.sh: config/local.env + .local/aws.env + destinations. TEST values."
   cat config/local.env
@@ -258,54 +369,10 @@ demo_out=-
 start demo-destination "$demo_out" .venv/bin/python -u scripts/demo_destination.py --port "$demo_port" \
   --secret "$demo_secret" --fail-first "$fail_first" --log "$demo_log"
 
-say "starting cargo lambda watch on $lambda_url (log: .local/watch.log) ..."
-start watch "$state/watch.log" cargo lambda watch -A 127.0.0.1 -P "$lambda_port" --env-file "$state/functions.env" \
-  ${watch_args[@]+"${watch_args[@]}"}
-
-# The functions are compiled on their first invocation. The receiver is ready when it answers
-# anything at all (401 here: no credentials); the consumer and dispatcher when an empty SQS batch
-# comes back as a batch response.
-say "waiting for the functions to build and start (first build: minutes; log: .local/watch.log) ..."
-deadline=$((SECONDS + build_timeout))
-next_note=$((SECONDS + 30))
-probe() { # name url data -> prints the HTTP status
-  curl -s -o "$state/probe-$1.out" -w '%{http_code}' -m 20 -X POST "$2" \
-    -H 'Content-Type: application/json' --data "$3" 2>/dev/null || true
-}
-for fn in receiver consumer dispatcher; do
-  while :; do
-    if [[ $fn == receiver ]]; then
-      status=$(probe "$fn" "$receiver_url/webhooks/incode" '{}')
-    else
-      status=$(probe "$fn" "$lambda_url/2015-03-31/functions/$fn/invocations" '{"Records":[]}')
-    fi
-    [[ $status =~ ^[1-5][0-9][0-9]$ ]] && break
-    alive watch || fail "cargo lambda watch exited" "$state/watch.log"
-    ((SECONDS < deadline)) || fail "$fn not answering after ${build_timeout}s (RUN_LOCAL_BUILD_TIMEOUT)" "$state/watch.log"
-    if ((SECONDS >= next_note)); then
-      say "  still building ($((SECONDS - started_at))s): $(grep -a -E 'Compiling|Finished|error' "$state/watch.log" | tail -n 1 | sed 's/^ *//' | cut -c1-100)"
-      next_note=$((SECONDS + 30))
-    fi
-    sleep 1
-  done
-  case "$fn:$status" in
-    receiver:401) ;;
-    consumer:200 | dispatcher:200) ;;
-    *) fail "$fn answered $status: $(head -c 400 "$state/probe-$fn.out")" "$state/watch.log" ;;
-  esac
-  say "  $fn ready ($((SECONDS - started_at))s)"
-done
-rm -f "$state"/probe-*.out
-
-esm_args=(--env-file "$state/functions.env" --endpoint "$lambda_url"
-  --map INGEST_QUEUE_URL=consumer --map DELIVERY_QUEUE_URL=dispatcher)
-[[ -n $failure_visibility ]] && esm_args+=(--failure-visibility "$failure_visibility")
-start esm "$state/esm.log" .venv/bin/python -u scripts/esm_runner.py "${esm_args[@]}"
-for ((i = 0; i < 100; i++)); do
-  grep -q 'running .* poller' "$state/esm.log" 2>/dev/null && break
-  alive esm || fail "the ESM runner exited" "$state/esm.log"
-  sleep 0.1
-done
+say "starting the Lambda service on $lambda_url (logs: .local/lambda.log, .local/functions.log) ..."
+start_lambda
+wait_lambda
+start_esm
 
 q() { printf '%q' "$1"; }
 {
@@ -322,6 +389,13 @@ q() { printf '%q' "$1"; }
   echo "PIDS_FILE=$(q "$pids_file")"
   echo "MOTO_PID_FILE=$(q "$state/moto.pid")"
   echo "LOG_DIR=$(q "$state")"
+  # Fault-test hooks: the pids of every function process (also GET $lambda_url/_local/status), and the
+  # options a --restart needs.
+  echo "LAMBDA_INSTANCES_FILE=$(q "$state/lambda-instances.json")"
+  echo "PIPELINE_RELOAD=$reload"
+  echo "PIPELINE_ESM_CONCURRENCY=$esm_concurrency"
+  echo "PIPELINE_FUNCTION_CONCURRENCY=$function_concurrency"
+  echo "PIPELINE_FAILURE_VISIBILITY=$failure_visibility"
   sed 's/^export //' "$state/aws.env"
 } >"$pipeline_env"
 
@@ -330,9 +404,11 @@ cat <<EOF
 
   receiver     $receiver_url/webhooks/incode/<type> | /webhooks/idnow | /oauth/token
   invoke API   $lambda_url/2015-03-31/functions/<receiver|consumer|dispatcher>/invocations
-  emulator     $AWS_ENDPOINT_URL   (queues and tables: .local/aws.env)
+  emulator     $AWS_ENDPOINT_URL   (queues, tables, buckets: .local/aws.env)
   destination  http://127.0.0.1:$demo_port/kyc-events   (requests: .local/demo-destination.jsonl)
-  logs         .local/watch.log (functions), .local/esm.log (SQS triggers), .local/moto.log
+  functions    .local/lambda-instances.json, $lambda_url/_local/status (pids, states, deadlines)
+  logs         .local/functions.log (function output), .local/lambda.log (Lambda service),
+               .local/build.log, .local/esm.log (SQS triggers), .local/moto.log
 
   Send webhooks from another terminal:
     scripts/curl-webhook.sh            # Incode: OAuth token, then an onboarding-status webhook
@@ -351,7 +427,7 @@ if ((demo)); then
       sleep 0.1
     done
     grep -q "\"session_id\": \"$interview\"" "$demo_log" 2>/dev/null ||
-      say "  not delivered within 30 s: see .local/esm.log and .local/watch.log"
+      say "  not delivered within 30 s: see .local/esm.log and .local/functions.log"
   else
     say "  the webhook was not accepted:"
     cat "$state/demo-webhook.log"
@@ -366,7 +442,7 @@ fi
 
 say "running; Ctrl-C stops everything."
 while :; do
-  for name in jwks demo-destination watch esm; do
+  for name in jwks demo-destination lambda esm; do
     alive "$name" || fail "$name exited unexpectedly" "$state/$name.log"
   done
   sleep 1

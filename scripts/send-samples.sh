@@ -9,11 +9,11 @@
 #   scripts/send-samples.sh events/receiver/idnow-*.json
 #   SAMPLES_WAIT=30 scripts/send-samples.sh       # seconds to wait for deliveries (default 20)
 #
-# Each event goes to the Lambda Invoke API of `cargo lambda watch`, exactly what
-# `cargo lambda invoke receiver -A 127.0.0.1 --data-file FILE` does: the function sees the event as
-# written, including its requestContext.http.sourceIp, so the IP-based hostile samples are refused as
-# they would be in AWS (a plain curl to /lambda-url/receiver/... would arrive from 127.0.0.1, which
-# config/local.env allows). Only requestContext.requestId is replaced by a unique value per send: the
+# Each event goes to the Lambda Invoke API of the local Lambda service (scripts/local_lambda.py), as
+# `aws lambda invoke` or `cargo lambda invoke receiver -A 127.0.0.1 --data-file FILE` would send it: the
+# function sees the event as written, including its requestContext.http.sourceIp, so the IP-based
+# hostile samples are refused as they would be in AWS (a plain curl to the HTTP API routes would
+# arrive from 127.0.0.1, which config/local.env allows). Only requestContext.requestId is replaced by a unique value per send: the
 # envelope carries it to the destination, which is how deliveries are matched to samples.
 # Exit status: 0 when every status matches the manifest and every accepted webhook was delivered (or
 # was a duplicate of a delivered one); 1 otherwise.
@@ -254,7 +254,7 @@ if accepted:
             print(f"  {r['file']:<48} NOT YET DELIVERED: the destination answered {hit[0].get('status')} (retries pending)")
         else:
             undelivered += 1
-            print(f"  {r['file']:<48} NOT DELIVERED within {wait_s:g}s (see .local/esm.log, .local/watch.log)")
+            print(f"  {r['file']:<48} NOT DELIVERED within {wait_s:g}s (see .local/esm.log, .local/functions.log)")
 
 refused = sum(1 for r in results if r["status"] != 200)
 print(f"{len(results)} sent: {len(accepted)} webhooks accepted, {len(tokens)} tokens issued, {refused} refused; "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs a command against the local AWS emulator: starts moto (scripts/local_aws.py, with the queues
-# and tables of template.yaml) on a free 127.0.0.1 port, exports AWS_ENDPOINT_URL, the region and
+# Runs a command against the local AWS emulator: starts moto (scripts/local_aws.py, with the queues,
+# tables and buckets of template.yaml) on a free 127.0.0.1 port, exports AWS_ENDPOINT_URL, the region and
 # dummy credentials, runs the command, and stops the emulator whatever happens.
 # Usage: scripts/with-local-aws.sh COMMAND [ARG...]
 set -euo pipefail
