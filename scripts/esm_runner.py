@@ -518,7 +518,8 @@ def main() -> int:
         # One client per thread (boto3 clients are thread-safe, but separate pools keep one slow
         # long poll from holding another's connection).
         sqs = session.client("sqs", endpoint_url=endpoint,
-                             config=Config(read_timeout=args.poll_seconds + 30, retries={"max_attempts": 3}))
+                             config=Config(read_timeout=args.poll_seconds + 30, retries={"max_attempts": 3},
+                                           user_agent_extra="esm-runner"))
         attrs = sqs.get_queue_attributes(QueueUrl=s.queue_url, AttributeNames=["QueueArn", "VisibilityTimeout"])["Attributes"]
         s.queue_arn = attrs["QueueArn"]
         s.visibility_s = int(attrs.get("VisibilityTimeout", 30))
@@ -540,7 +541,8 @@ def main() -> int:
         for i in range(1, n + 1):
             # One client per poller: separate connection pools, so one long poll never waits for another.
             client = sqs if i == 1 else session.client(
-                "sqs", endpoint_url=endpoint, config=Config(read_timeout=args.poll_seconds + 30, retries={"max_attempts": 3}))
+                "sqs", endpoint_url=endpoint, config=Config(read_timeout=args.poll_seconds + 30, retries={"max_attempts": 3},
+                                           user_agent_extra="esm-runner"))
             pollers.append(Poller(s, client, args, region, stop, i))
 
     signals = []

@@ -12,6 +12,12 @@
    produces only rarely. Each receive pass now runs under one lock; long polling waits outside it, so
    other pollers and senders are not held up.
 
+3. Request counts, for the cost figures of the fault-injection run: every request is counted by who
+   made it (the user agent: `functions` = the AWS SDK for Rust, `esm` = the local SQS trigger runner,
+   standing in for Lambda's pollers, `driver` = a test driver, else `other`) and by operation
+   (`dynamodb.PutItem`, `sqs.SendMessageBatch`, `s3.PutObject`, ...). `GET /_local/counts` returns
+   them as JSON; `DELETE /_local/counts` resets them.
+
 Everything else is moto's own server unchanged (same flags as `moto_server`).
 """
 import functools
@@ -19,8 +25,11 @@ import sys
 import threading
 import time
 
+import json
+from collections import Counter
+
 from moto.dynamodb.models import DynamoDBBackend
-from moto.server import main
+from moto.server import DomainDispatcherApplication, main
 from moto.sqs.models import SQSBackend
 
 _write_lock = threading.RLock()
@@ -53,6 +62,60 @@ def _receive_one_at_a_time(self, queue_name, count, wait_seconds_timeout, visibi
 
 
 SQSBackend.receive_message = _receive_one_at_a_time
+
+
+_counts: Counter = Counter()
+_counts_lock = threading.Lock()
+
+
+def _client(environ) -> str:
+    agent = environ.get("HTTP_USER_AGENT", "")
+    if "aws-sdk-rust" in agent:
+        return "functions"
+    if "esm-runner" in agent:
+        return "esm"
+    if "fault-driver" in agent:
+        return "driver"
+    return "other"
+
+
+def _operation(environ) -> str:
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target.startswith("DynamoDB_"):
+        return "dynamodb." + target.split(".", 1)[-1]
+    if target.startswith("AmazonSQS."):
+        return "sqs." + target.split(".", 1)[-1]
+    method = environ.get("REQUEST_METHOD", "")
+    path = environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING", "")
+    if "Action=" in query:
+        return "query." + query.split("Action=", 1)[1].split("&", 1)[0]
+    # S3 (path style): /bucket or /bucket/key.
+    has_key = path.strip("/").count("/") >= 1
+    op = {("PUT", True): "PutObject", ("GET", True): "GetObject", ("DELETE", True): "DeleteObject",
+          ("HEAD", True): "HeadObject", ("GET", False): "ListObjects", ("PUT", False): "PutBucket"}
+    return "s3." + op.get((method, has_key), f"{method}")
+
+
+_dispatch = DomainDispatcherApplication.__call__
+
+
+def _counting_call(self, environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    if path == "/_local/counts":
+        with _counts_lock:
+            if environ.get("REQUEST_METHOD") == "DELETE":
+                _counts.clear()
+            body = json.dumps(dict(_counts), sort_keys=True).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    if not path.startswith("/moto-api"):
+        with _counts_lock:
+            _counts[f"{_client(environ)}:{_operation(environ)}"] += 1
+    return _dispatch(self, environ, start_response)
+
+
+DomainDispatcherApplication.__call__ = _counting_call
 
 if __name__ == "__main__":
     sys.exit(main())

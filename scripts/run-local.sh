@@ -21,6 +21,9 @@
 #                                        MaximumConcurrency, N); default 5, as Lambda starts
 #                  --function-concurrency N  instances per function before invocations are throttled
 #                                        (default 10)
+#                  --destinations FILE   the destinations document the functions load (default
+#                                        config/destinations.local.json; the fault-injection run
+#                                        points them at its own test destinations)
 #
 # Started here (each in its own process group, all stopped together):
 #   moto_server        SQS + DynamoDB + S3 with the queues, tables and buckets of template.yaml (scripts/local_aws.py)
@@ -59,6 +62,7 @@ build_timeout=${RUN_LOCAL_BUILD_TIMEOUT:-1200}
 mode=foreground
 demo=0
 fail_first=0
+destinations_file=$root/config/destinations.local.json
 failure_visibility=
 reload=1
 esm_concurrency=5
@@ -72,6 +76,7 @@ while (($#)); do
     --demo) demo=1 ;;
     --no-reload) reload=0 ;;
     --fail-first) fail_first=${2:?--fail-first needs a number}; shift ;;
+    --destinations) destinations_file=$(cd "$(dirname "${2:?--destinations needs a file}")" && pwd)/$(basename "$2"); shift ;;
     --failure-visibility) failure_visibility=${2:?--failure-visibility needs seconds}; shift ;;
     --esm-concurrency) esm_concurrency=${2:?--esm-concurrency needs a number}; shift ;;
     --function-concurrency) function_concurrency=${2:?--function-concurrency needs a number}; shift ;;
@@ -350,7 +355,7 @@ say "starting moto (SQS, DynamoDB, S3) with the queues, tables and buckets of te
   cat config/local.env
   echo
   sed 's/^export //' "$state/aws.env"
-  echo "DESTINATIONS_CONFIG_FILE=$root/config/destinations.local.json"
+  echo "DESTINATIONS_CONFIG_FILE=$destinations_file"
 } >"$state/functions.env"
 # shellcheck disable=SC1091
 source "$state/aws.env"

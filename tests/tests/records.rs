@@ -271,30 +271,26 @@ async fn conformance(store: impl Records, clock: ManualClock) {
     assert!(store.partition(&key.pk).await.unwrap().is_empty());
 
     // --- destinations ----------------------------------------------------------------------------
-    let failures = |n| BreakerWrite::Failures {
-        n,
+    let trip = |failures| BreakerWrite::Trip {
+        failures,
         last: "http_503".into(),
-        threshold: 5,
         probe_at_ms: T0 + 60_000,
     };
     assert_eq!(
-        store.apply("crm", &failures(3), T0).await.unwrap(),
-        Transition::None
-    );
-    assert_eq!(
-        store.apply("crm", &failures(2), T0).await.unwrap(),
+        store.apply("crm", &trip(10), T0).await.unwrap(),
         Transition::Paused
     );
     assert_eq!(
-        store.apply("crm", &failures(1), T0).await.unwrap(),
-        Transition::None
+        store.apply("crm", &trip(12), T0).await.unwrap(),
+        Transition::None,
+        "already paused"
     );
     let states = store.load().await.unwrap();
     let crm_state = &states["crm"];
-    assert_eq!(crm_state.failures, 6);
+    assert_eq!(crm_state.failures, 10);
     let pause = crm_state.paused.as_ref().unwrap();
     assert_eq!(pause.by, PausedBy::Breaker);
-    assert_eq!(pause.reason, "5 consecutive failures (last: http_503)");
+    assert_eq!(pause.reason, "10 consecutive failures (last: http_503)");
     assert_eq!(crm_state.probe_at_ms, T0 + 60_000);
     // One probe per interval.
     assert!(

@@ -543,42 +543,36 @@ impl DestinationStates for DynamoRecords {
         now_ms: u64,
     ) -> Result<Transition, StoreError> {
         match write {
-            BreakerWrite::Failures {
-                n: count,
+            BreakerWrite::Trip {
+                failures,
                 last,
-                threshold,
                 probe_at_ms,
             } => {
-                let out = self
-                    .destination_update(destination, now_ms, &["updated", "last_failure", "last_failure_at", "failures"])
-                    .update_expression(
-                        "SET #updated = :now, #last_failure = :last, #last_failure_at = :now ADD #failures :n",
-                    )
-                    .expression_attribute_values(":last", s(last))
-                    .expression_attribute_values(":n", n(*count))
-                    .return_values(ReturnValue::AllNew)
-                    .send()
-                    .await
-                    .map_err(store_error)?;
-                let failures = out
-                    .attributes()
-                    .and_then(|a| get_n(a, "failures"))
-                    .unwrap_or(0);
-                if failures < u64::from(*threshold) {
-                    return Ok(Transition::None);
-                }
                 let paused = self
-                    .destination_update(destination, now_ms, &["paused_by", "reason", "since", "probe_at"])
+                    .destination_update(
+                        destination,
+                        now_ms,
+                        &[
+                            "paused_by",
+                            "reason",
+                            "since",
+                            "probe_at",
+                            "failures",
+                            "last_failure",
+                            "last_failure_at",
+                            "updated",
+                        ],
+                    )
                     .update_expression(
-                        "SET #paused_by = :by, #reason = :reason, #since = :now, #probe_at = :probe",
+                        "SET #paused_by = :by, #reason = :reason, #since = :now, #probe_at = :probe, \
+                         #failures = :failures, #last_failure = :last, #last_failure_at = :now, #updated = :now",
                     )
                     .condition_expression("attribute_not_exists(#paused_by)")
                     .expression_attribute_values(":by", s(PausedBy::Breaker.as_str()))
-                    .expression_attribute_values(
-                        ":reason",
-                        s(breaker_reason(failures as u32, last)),
-                    )
+                    .expression_attribute_values(":reason", s(breaker_reason(*failures, last)))
                     .expression_attribute_values(":probe", n(*probe_at_ms))
+                    .expression_attribute_values(":failures", n(*failures))
+                    .expression_attribute_values(":last", s(last))
                     .send()
                     .await;
                 Ok(if applied(paused)?.is_some() {
@@ -588,23 +582,18 @@ impl DestinationStates for DynamoRecords {
                 })
             }
             BreakerWrite::Recovered => {
-                self.destination_update(destination, now_ms, &["failures", "updated"])
-                    .update_expression("SET #failures = :zero, #updated = :now")
-                    .expression_attribute_values(":zero", n(0))
-                    .send()
-                    .await
-                    .map_err(store_error)?;
                 let resumed = self
                     .destination_update(
                         destination,
                         now_ms,
-                        &["paused_by", "reason", "since", "probe_at", "updated"],
+                        &["paused_by", "reason", "since", "probe_at", "failures", "updated"],
                     )
                     .update_expression(
-                        "REMOVE #paused_by, #reason, #since, #probe_at SET #updated = :now",
+                        "REMOVE #paused_by, #reason, #since, #probe_at SET #failures = :zero, #updated = :now",
                     )
                     .condition_expression("#paused_by = :breaker")
                     .expression_attribute_values(":breaker", s(PausedBy::Breaker.as_str()))
+                    .expression_attribute_values(":zero", n(0))
                     .send()
                     .await;
                 Ok(if applied(resumed)?.is_some() {

@@ -1,9 +1,14 @@
 //! The circuit breaker and the slow lane: the rules, as pure functions over what a batch observed.
 //!
-//! **Rule.** A destination is paused after `failure_threshold` (default 10) consecutive counted
-//! failures across all dispatchers: timeouts, connection errors, token-endpoint failures, `5xx`,
-//! `408` and `429`. Other `4xx` and refused addresses say something about one event, not about the
-//! destination, and do not count. A success ends the streak. `410 Gone` pauses at once.
+//! **Rule.** A destination is paused when one dispatcher sees `failure_threshold` (default 10)
+//! consecutive counted failures: timeouts, connection errors, token-endpoint failures, `5xx`, `408`
+//! and `429`. Other `4xx` and refused addresses say something about one event, not about the
+//! destination, and do not count. A success ends the streak; within one batch (attempts run
+//! concurrently, their order unknown) any success ends it. Each dispatcher instance keeps its own
+//! streak in memory, so counting costs no write: a destination that is down fails every attempt of
+//! every instance and trips within one instance's next `failure_threshold` attempts, while one that
+//! fails 30 % of the time has a streak of 10 about once in 170 000 attempts. The pause itself is
+//! shared state (one conditional write). `410 Gone` pauses at once.
 //!
 //! **While paused** its jobs are held on the retry lane (re-enqueued every `hold`, default 300 s)
 //! without an attempt, so no retry is spent and nothing reaches the DLQ because the destination was
@@ -93,12 +98,20 @@ impl Observation {
     }
 }
 
+/// Consecutive counted failures of one destination as one dispatcher instance saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Streak {
+    pub failures: u32,
+    pub last: String,
+}
+
 /// The writes a batch's observations call for, per destination, given the state the dispatcher
-/// read. Nothing is written for a healthy destination whose attempts all succeeded: the happy path
-/// costs no breaker write.
+/// read and its own streaks (updated here). Nothing is written for a destination whose streak stays
+/// under the threshold and that is not paused: the happy path costs no breaker write.
 pub fn writes(
     observations: &[(String, Observation)],
     states: &BTreeMap<String, DestinationState>,
+    streaks: &mut BTreeMap<String, Streak>,
     settings: &BreakerSettings,
     now_ms: u64,
 ) -> Vec<(String, BreakerWrite)> {
@@ -110,7 +123,8 @@ pub fn writes(
     let mut out = Vec::new();
     for (destination, obs) in by_destination {
         let state = states.get(destination);
-        if obs.iter().any(|o| matches!(o, Observation::Gone)) {
+        let paused = state.and_then(|s| s.paused.as_ref());
+        if obs.iter().any(|o| matches!(o, Observation::Gone)) && paused.is_none() {
             out.push((
                 destination.to_string(),
                 BreakerWrite::Gone {
@@ -127,33 +141,30 @@ pub fn writes(
                 },
             ));
         }
-        // Attempts of one batch ran concurrently; a success among them ends the streak only if it
-        // is the last word. Order within the batch is unknown, so failures win when both occur: a
-        // destination that fails half the time keeps a streak short anyway (every success after
-        // this batch resets it).
-        let failures: Vec<&str> = obs
-            .iter()
-            .filter_map(|o| match o {
-                Observation::Failure(why) => Some(why.as_str()),
-                _ => None,
-            })
-            .collect();
-        if let Some(last) = failures.last() {
+        let streak = streaks.entry(destination.to_string()).or_default();
+        if obs.iter().any(|o| matches!(o, Observation::Success)) {
+            *streak = Streak::default();
+            if paused.is_some_and(|p| p.by == PausedBy::Breaker) {
+                out.push((destination.to_string(), BreakerWrite::Recovered));
+            }
+            continue;
+        }
+        for o in &obs {
+            if let Observation::Failure(why) = o {
+                streak.failures += 1;
+                streak.last = why.clone();
+            }
+        }
+        if streak.failures >= settings.failure_threshold && paused.is_none() {
             out.push((
                 destination.to_string(),
-                BreakerWrite::Failures {
-                    n: failures.len() as u32,
-                    last: last.to_string(),
-                    threshold: settings.failure_threshold,
+                BreakerWrite::Trip {
+                    failures: streak.failures,
+                    last: streak.last.clone(),
                     probe_at_ms,
                 },
             ));
-        } else if obs.iter().any(|o| matches!(o, Observation::Success))
-            && state.is_some_and(|s| {
-                s.failures > 0 || s.paused.as_ref().is_some_and(|p| p.by == PausedBy::Breaker)
-            })
-        {
-            out.push((destination.to_string(), BreakerWrite::Recovered));
+            *streak = Streak::default();
         }
     }
     out
@@ -200,59 +211,75 @@ mod tests {
     #[test]
     fn a_healthy_destination_costs_no_write() {
         let s = BreakerSettings::default();
+        let mut streaks = BTreeMap::new();
         let obs = vec![("crm".to_string(), Observation::Success); 10];
-        assert!(writes(&obs, &BTreeMap::new(), &s, 0).is_empty());
-        // ...but a success after failures ends the streak, and ends a breaker pause.
+        assert!(writes(&obs, &BTreeMap::new(), &mut streaks, &s, 0).is_empty());
+        // A success while paused by the breaker (the probe passed) resumes; an operator's pause stays.
         let mut states = BTreeMap::new();
         states.insert(
             "crm".to_string(),
             DestinationState {
-                failures: 3,
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            writes(&obs, &states, &s, 0),
-            vec![("crm".to_string(), BreakerWrite::Recovered)]
-        );
-        states.insert(
-            "crm".to_string(),
-            DestinationState {
                 paused: Some(Pause {
-                    by: PausedBy::Operator,
+                    by: PausedBy::Breaker,
                     reason: "x".into(),
                     since_ms: 0,
                 }),
                 ..Default::default()
             },
         );
-        assert!(writes(&obs, &states, &s, 0).is_empty());
+        assert_eq!(
+            writes(&obs, &states, &mut streaks, &s, 0),
+            vec![("crm".to_string(), BreakerWrite::Recovered)]
+        );
+        states.get_mut("crm").unwrap().paused.as_mut().unwrap().by = PausedBy::Operator;
+        assert!(writes(&obs, &states, &mut streaks, &s, 0).is_empty());
     }
 
     #[test]
-    fn failures_gone_and_slow_are_written_once_per_destination() {
+    fn consecutive_failures_trip_once_and_a_success_ends_the_streak() {
+        let s = BreakerSettings::default();
+        let mut streaks = BTreeMap::new();
+        let fail = |n| vec![("a".to_string(), Observation::Failure("http_503".into())); n];
+        assert!(writes(&fail(6), &BTreeMap::new(), &mut streaks, &s, 0).is_empty());
+        // A batch with a success in it ends the streak, whatever order its attempts ran in.
+        let mut mixed = fail(3);
+        mixed.push(("a".to_string(), Observation::Success));
+        assert!(writes(&mixed, &BTreeMap::new(), &mut streaks, &s, 0).is_empty());
+        assert!(writes(&fail(9), &BTreeMap::new(), &mut streaks, &s, 0).is_empty());
+        // Neutral outcomes (a 400 about one event) neither count nor end the streak.
+        let neutral = vec![("a".to_string(), Observation::Neutral); 5];
+        assert!(writes(&neutral, &BTreeMap::new(), &mut streaks, &s, 0).is_empty());
+        assert_eq!(
+            writes(&fail(1), &BTreeMap::new(), &mut streaks, &s, 1_000),
+            vec![(
+                "a".to_string(),
+                BreakerWrite::Trip {
+                    failures: 10,
+                    last: "http_503".into(),
+                    probe_at_ms: 61_000
+                }
+            )]
+        );
+        assert_eq!(
+            streaks["a"],
+            Streak::default(),
+            "counted afresh after a trip"
+        );
+    }
+
+    #[test]
+    fn gone_and_slow_are_written_once_per_destination() {
         let s = BreakerSettings::default();
         let obs = vec![
-            ("a".to_string(), Observation::Failure("http_503".into())),
-            ("a".to_string(), Observation::Success),
-            ("a".to_string(), Observation::Failure("timeout".into())),
+            ("b".to_string(), Observation::Gone),
             ("b".to_string(), Observation::Gone),
             ("c".to_string(), Observation::Slow),
             ("d".to_string(), Observation::Neutral),
         ];
-        let w = writes(&obs, &BTreeMap::new(), &s, 1_000);
+        let w = writes(&obs, &BTreeMap::new(), &mut BTreeMap::new(), &s, 1_000);
         assert_eq!(
             w,
             vec![
-                (
-                    "a".to_string(),
-                    BreakerWrite::Failures {
-                        n: 2,
-                        last: "timeout".into(),
-                        threshold: 10,
-                        probe_at_ms: 61_000
-                    }
-                ),
                 (
                     "b".to_string(),
                     BreakerWrite::Gone {

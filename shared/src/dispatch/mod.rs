@@ -145,6 +145,9 @@ pub struct Dispatcher<S, Q, T> {
     settings: DispatcherSettings,
     clock: Arc<dyn Clock>,
     states: tokio::sync::Mutex<Option<(u64, States)>>,
+    /// This instance's consecutive failures per destination (the circuit breaker counts them in
+    /// memory: no write on the happy path).
+    streaks: std::sync::Mutex<BTreeMap<String, breaker::Streak>>,
 }
 
 /// The destinations' shared state as one dispatcher last read it.
@@ -194,6 +197,7 @@ where
             settings,
             clock,
             states: tokio::sync::Mutex::new(None),
+            streaks: Default::default(),
         }
     }
 
@@ -300,7 +304,16 @@ where
         metrics: &DestinationMetrics,
     ) {
         let now = self.clock.now_ms();
-        let writes = breaker::writes(observations, states, &self.settings.breaker, now);
+        let writes = {
+            let mut streaks = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
+            breaker::writes(
+                observations,
+                states,
+                &mut streaks,
+                &self.settings.breaker,
+                now,
+            )
+        };
         if writes.is_empty() {
             return;
         }

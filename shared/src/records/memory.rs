@@ -276,21 +276,20 @@ impl DestinationStates for MemoryRecords {
         let state = t.destinations.entry(destination.to_string()).or_default();
         state.updated_at_ms = now_ms;
         Ok(match write {
-            BreakerWrite::Failures {
-                n,
+            BreakerWrite::Trip {
+                failures,
                 last,
-                threshold,
                 probe_at_ms,
             } => {
-                state.failures += n;
-                state.last_failure = Some(last.clone());
-                state.last_failure_at_ms = now_ms;
-                if state.failures >= *threshold && state.paused.is_none() {
+                if state.paused.is_none() {
                     state.paused = Some(Pause {
                         by: PausedBy::Breaker,
-                        reason: breaker_reason(state.failures, last),
+                        reason: breaker_reason(*failures, last),
                         since_ms: now_ms,
                     });
+                    state.failures = *failures;
+                    state.last_failure = Some(last.clone());
+                    state.last_failure_at_ms = now_ms;
                     state.probe_at_ms = *probe_at_ms;
                     Transition::Paused
                 } else {
@@ -298,13 +297,13 @@ impl DestinationStates for MemoryRecords {
                 }
             }
             BreakerWrite::Recovered => {
-                state.failures = 0;
                 if state
                     .paused
                     .as_ref()
                     .is_some_and(|p| p.by == PausedBy::Breaker)
                 {
                     state.paused = None;
+                    state.failures = 0;
                     state.probe_at_ms = 0;
                     Transition::Resumed
                 } else {

@@ -347,7 +347,7 @@ pub struct Pause {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct DestinationState {
     pub paused: Option<Pause>,
-    /// Consecutive counted failures (reset by a success).
+    /// The consecutive failures that tripped the breaker (0 when not paused by it).
     pub failures: u32,
     pub last_failure: Option<String>,
     pub last_failure_at_ms: u64,
@@ -358,19 +358,18 @@ pub struct DestinationState {
     pub updated_at_ms: u64,
 }
 
-/// What one dispatcher invocation learnt about a destination, written once per batch (nothing at
-/// all when every attempt succeeded and no failure was on record).
+/// What one dispatcher invocation learnt about a destination, written once per batch and only when
+/// something changes: the happy path costs no write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BreakerWrite {
-    /// `n` more consecutive failures (the last one described); trips the breaker when the total
-    /// reaches `threshold`, with the first probe at `probe_at_ms`.
-    Failures {
-        n: u32,
+    /// The dispatcher saw `failures` consecutive counted failures (the last one described): pause,
+    /// unless already paused, with the first probe at `probe_at_ms`.
+    Trip {
+        failures: u32,
         last: String,
-        threshold: u32,
         probe_at_ms: u64,
     },
-    /// A success after failures: the streak is over (and a breaker pause ends: the probe passed).
+    /// A success while paused by the breaker (the probe passed): resume.
     Recovered,
     /// `410 Gone`: pause now.
     Gone { reason: String, probe_at_ms: u64 },

@@ -1,0 +1,645 @@
+#!/usr/bin/env python3
+"""The fault-injection run: N webhooks through the local pipeline while processes die, then a count
+of what was lost, repeated or left behind. RELIABILITY.md explains the guarantees it checks and
+records the figures of a full run.
+
+  scripts/fault-run.sh [--events N] [--short] [--seed S] [--report FILE]
+
+What it does (every loop bounded in count and time; only 127.0.0.1):
+  1. starts two test destinations on 127.0.0.1 (in this process): `chaos` answers 503 to ~30 % of
+     requests and, to ~1 %, answers only after sleeping past its timeout; `steady` always answers 200;
+  2. starts the pipeline as scripts/run-local.sh --background does, with those destinations;
+  3. sends N webhooks at the receiver (Incode onboarding statuses and IDnow session events, HS256 JWT
+     bodies, over several sessions each, in shuffled order within a session, ~10 % sent twice as a
+     provider would retry: the same Incode body, an IDnow event with a new eventDeliverId);
+  4. meanwhile: SIGKILLs the SQS trigger runner three times and restarts it (not in --short: a message
+     a killed poller held comes back only after the queue's visibility timeout, 720 s for delivery
+     jobs, which a CI run cannot wait for), SIGKILLs the consumer's and the dispatcher's busy
+     instances mid-batch, sends one event 100 times concurrently at the receiver, and hands one ingest
+     message to 10 concurrent consumer invocations;
+  5. drains (every queue empty, nothing in flight) and reports: accepted, unique events, delivered per
+     destination, dead-lettered with reasons, lost, duplicate deliveries (explained by a destination
+     timeout or a killed dispatcher, or not), sessions not at their furthest status, DynamoDB write
+     requests and SQS requests per webhook (counted by the emulator), throughput against the emulator's
+     own, and end-to-end latency (provider request to destination 2xx) p50/p99.
+Exit status: 0 when lost = 0, unexplained duplicates = 0 and regressed sessions = 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+import jwt  # PyJWT
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = ROOT / ".local"
+LAMBDA = "http://127.0.0.1:9000"
+SECRET = "whsec_dGVzdC1vbmx5LWZhdWx0LWluamVjdGlvbi1rZXk="  # TEST value
+CHAOS_TIMEOUT_MS = 1500
+HANG_S = 3.0
+
+# Session status ranks (shared/src/provider/status.rs) of the statuses this run sends.
+INCODE_FLOW = ["ID_VALIDATION_FINISHED", "FACE_VALIDATION_FINISHED", "GOVERNMENT_VALIDATION_FINISHED",
+               "ONBOARDING_FINISHED"]
+INCODE_RANK = {"ID_VALIDATION_FINISHED": 30, "FACE_VALIDATION_FINISHED": 50,
+               "GOVERNMENT_VALIDATION_FINISHED": 60, "ONBOARDING_FINISHED": 70}
+IDNOW_FLOW = [("session.created", "CREATED", 10), ("session.started", "STARTED", 20),
+              ("session.completed", "COMPLETED", 1000)]
+
+
+def log(msg: str) -> None:
+    print(f"fault-run [{time.strftime('%H:%M:%S')}]: {msg}", flush=True)
+
+
+def env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.removeprefix("export ").split("=", 1)
+            out[k.strip()] = v.strip().strip("'\"")
+    return out
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+# --- destinations ----------------------------------------------------------------------------------
+
+
+class Destinations:
+    """The two test destinations; every request is recorded (time, webhook-id, answer, hung)."""
+
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.requests: list[dict] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _handler(self):
+        dest = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_):
+                pass
+
+            def do_POST(self):
+                received = time.time()
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                name = self.path.strip("/")
+                with dest.lock:
+                    roll = dest.rng.random()
+                hang = name == "chaos" and roll < 0.01
+                status = 503 if name == "chaos" and 0.01 <= roll < 0.31 else 200
+                if hang:
+                    time.sleep(HANG_S)
+                try:
+                    envelope = json.loads(body)
+                except ValueError:
+                    envelope = {}
+                record = {"t": received, "answered": time.time(), "dest": name, "status": status, "hung": hang,
+                          "webhook_id": self.headers.get("webhook-id"), "event_id": envelope.get("event_id"),
+                          "provider": envelope.get("provider"), "session_id": envelope.get("session_id"),
+                          "correlation": correlation(envelope)}
+                with dest.lock:
+                    dest.requests.append(record)
+                payload = b"{}"
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the relay gave up waiting (a hang): the answer goes nowhere
+
+        return Handler
+
+    def document(self) -> dict:
+        base = f"http://127.0.0.1:{self.port}"
+        auth = {"type": "standard_webhooks", "secret": SECRET}
+        return {"destinations": [
+            {"id": "chaos", "url": f"{base}/chaos", "timeout_ms": CHAOS_TIMEOUT_MS, "auth": auth,
+             "retry_policy": {"custom": {"initial_ms": 500, "multiplier": 2, "max_retries": 6,
+                                         "max_interval_ms": 8000}}},
+            {"id": "steady", "url": f"{base}/steady", "auth": auth, "retry_policy": "idnow"},
+        ]}
+
+
+def correlation(envelope: dict) -> str | None:
+    """The driver's own id of an event, carried inside it: Incode externalId, IDnow eventId."""
+    event = envelope.get("event") or {}
+    if envelope.get("provider") == "incode":
+        return event.get("externalId")
+    return event.get("eventId")
+
+
+# --- traffic ----------------------------------------------------------------------------------------
+
+
+class Traffic:
+    def __init__(self, n: int, seed: int, cfg: dict[str, str]):
+        self.rng = random.Random(seed)
+        self.cfg = cfg
+        self.events: list[dict] = []  # one per unique event
+        sessions = []
+        run = f"{int(time.time())}"
+        i = 0
+        while i < n:
+            if self.rng.random() < 0.5:
+                sid = f"fi-{run}-inc-{len(sessions)}"
+                flow = [dict(provider="incode", session=sid, status=s, rank=INCODE_RANK[s]) for s in INCODE_FLOW]
+            else:
+                sid = f"fi-{run}-idn-{len(sessions)}"
+                flow = [dict(provider="idnow", session=sid, name=nm, status=st, rank=r) for nm, st, r in IDNOW_FLOW]
+            flow = flow[: max(1, min(len(flow), n - i))]
+            for e in flow:
+                e["correlation"] = f"{sid}-{e['status'].lower()}"
+            if self.rng.random() < 0.3:  # out of order within the session
+                self.rng.shuffle(flow)
+            sessions.append(flow)
+            i += len(flow)
+        # Interleave sessions: send each session's events in its (shuffled) order, sessions mixed.
+        queues = [collections.deque(s) for s in sessions]
+        while queues:
+            q = self.rng.choice(queues)
+            self.events.append(q.popleft())
+            if not q:
+                queues.remove(q)
+        self.sends: list[tuple[dict, bool]] = []
+        for e in self.events:
+            self.sends.append((e, False))
+            if self.rng.random() < 0.10:
+                self.sends.append((e, True))  # a provider retry
+        self.results: list[dict] = []
+        self.lock = threading.Lock()
+        self._token = None
+
+    def token(self) -> str:
+        if self._token is None:
+            basic = base64.b64encode(f"{self.cfg['OAUTH_CLIENT_ID']}:{self.cfg['OAUTH_CLIENT_SECRET']}".encode()).decode()
+            req = urllib.request.Request(f"{LAMBDA}/oauth/token", data=b"grant_type=client_credentials", method="POST",
+                                         headers={"Authorization": f"Basic {basic}",
+                                                  "Content-Type": "application/x-www-form-urlencoded"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                self._token = json.load(r)["access_token"]
+        return self._token
+
+    def request(self, e: dict, retry: bool) -> urllib.request.Request:
+        if e["provider"] == "incode":
+            body = json.dumps({"interviewId": e["session"], "externalId": e["correlation"],
+                               "onboardingStatus": e["status"]}).encode()
+            return urllib.request.Request(
+                f"{LAMBDA}/webhooks/incode/onboarding-status", data=body, method="POST",
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token()}",
+                         self.cfg["INCODE_SHARED_HEADER_NAME"]: self.cfg["INCODE_SHARED_HEADER_VALUE"]})
+        event = {"eventId": e["correlation"], "eventDeliverId": f"d-{e['correlation']}-{'r' if retry else '1'}",
+                 "eventVersion": "1.0", "eventName": e["name"], "eventSequence": e["rank"],
+                 "createdAt": "2026-12-01T00:00:00Z", "environment": "fault-run",
+                 "payload": {"flowId": "flow-fault", "sessionId": e["session"], "sessionStatus": e["status"]}}
+        now = int(time.time())
+        token = jwt.encode({"iss": self.cfg["IDNOW_JWT_ISSUER"], "aud": self.cfg["IDNOW_JWT_AUDIENCE"], "iat": now,
+                            "exp": now + 3600, "sub": event["eventId"], "data": event},
+                           self.cfg["IDNOW_JWT_SECRET"], algorithm="HS256")
+        return urllib.request.Request(f"{LAMBDA}/webhooks/idnow", data=token.encode(), method="POST",
+                                      headers={"Content-Type": "application/jwt"})
+
+    def send(self, e: dict, retry: bool, tries: int = 6) -> dict:
+        """As a provider: a non-2xx or no answer is retried (bounded)."""
+        t0 = time.time()
+        status = None
+        for attempt in range(tries):
+            try:
+                with urllib.request.urlopen(self.request(e, retry), timeout=15) as r:
+                    status = r.status
+            except urllib.error.HTTPError as err:
+                status = err.code
+            except OSError:
+                status = 0
+            if status == 200:
+                break
+            time.sleep(min(0.5 * 2 ** attempt, 4))
+        result = {"correlation": e["correlation"], "retry": retry, "t": t0, "status": status}
+        with self.lock:
+            self.results.append(result)
+        return result
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.kills: list[dict] = []  # {what, t}
+        self.notes: list[str] = []
+
+    def sh(self, *cmd, check=True, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(list(cmd), cwd=ROOT, check=check, text=True, capture_output=True, **kw)
+
+    def start(self, dests: Destinations) -> dict[str, str]:
+        doc = STATE / "fault-destinations.json"
+        STATE.mkdir(exist_ok=True)
+        doc.write_text(json.dumps(dests.document(), indent=2))
+        log("starting the pipeline (scripts/run-local.sh --background) ...")
+        r = self.sh("scripts/run-local.sh", "--background", "--no-reload", "--destinations", str(doc),
+                    "--failure-visibility", "2", "--function-concurrency", "24", check=False, timeout=1800)
+        if r.returncode != 0:
+            sys.exit(f"fault-run: the pipeline did not start:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        return env_file(STATE / "pipeline.env")
+
+    def stop(self) -> None:
+        self.sh("scripts/run-local.sh", "--stop", check=False, timeout=120)
+
+    # --- faults ---
+    def pgid(self, name: str) -> int | None:
+        for line in (STATE / "pipeline.pids").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == name:
+                return int(parts[1])
+        return None
+
+    def kill_esm(self) -> None:
+        pgid = self.pgid("esm")
+        if pgid is None:
+            self.notes.append("no esm pgid found")
+            return
+        os.killpg(pgid, signal.SIGKILL)
+        self.kills.append({"what": "esm", "t": time.time()})
+        log(f"SIGKILL the SQS trigger runner (pgid {pgid})")
+        time.sleep(1)
+        r = self.sh("scripts/run-local.sh", "--restart", "esm", check=False, timeout=120)
+        log(f"restarted the SQS trigger runner ({'ok' if r.returncode == 0 else 'FAILED: ' + r.stderr[-300:]})")
+
+    def kill_busy(self, fn: str) -> None:
+        req = urllib.request.Request(f"{LAMBDA}/_local/functions/{fn}/kill?state=busy&signal=KILL", method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                pids = json.load(r)
+        except OSError as e:
+            pids = f"error: {e}"
+        self.kills.append({"what": fn, "t": time.time()})
+        log(f"SIGKILL {fn}'s busy instances: {pids}")
+
+    def receiver_storm(self, traffic: Traffic, e: dict) -> dict:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            statuses = list(pool.map(lambda _: traffic.send(e, retry=True, tries=3)["status"], range(100)))
+        log(f"receiver storm: one event sent 100 times concurrently: {collections.Counter(statuses)}")
+        return {"sent": 100, "answers": dict(collections.Counter(statuses))}
+
+    def consumer_storm(self, cfg: dict, traffic: Traffic, e: dict) -> dict:
+        """One ingest message handed to 10 concurrent consumer invocations: the SQS trigger runner is
+        stopped (SIGSTOP) while the webhook is accepted, the message is taken off the queue here, given
+        to ten invocations at once, deleted after, and the runner continued."""
+        sqs = boto3.client("sqs", endpoint_url=cfg["AWS_ENDPOINT_URL"], region_name=cfg["AWS_REGION"],
+                           aws_access_key_id="test", aws_secret_access_key="test",
+                           config=Config(user_agent_extra="fault-driver"))
+        pgid = self.pgid("esm")
+        os.killpg(pgid, signal.SIGSTOP)
+        try:
+            assert traffic.send(e, retry=False)["status"] == 200
+            # Other events' messages received on the way are held aside and released once at the
+            # end: releasing each at once would receive it again and again, and after
+            # maxReceiveCount receives SQS would move it to the DLQ (the test's doing, not the relay's).
+            deadline = time.monotonic() + 30
+            message, others = None, []
+            while message is None and time.monotonic() < deadline:
+                for m in sqs.receive_message(QueueUrl=cfg["INGEST_QUEUE_URL"], MaxNumberOfMessages=10,
+                                             VisibilityTimeout=120, WaitTimeSeconds=1,
+                                             AttributeNames=["All"]).get("Messages", []):
+                    if e["correlation"] in m["Body"] and message is None:
+                        message = m
+                    else:
+                        others.append(m)
+            for m in others:
+                sqs.change_message_visibility(QueueUrl=cfg["INGEST_QUEUE_URL"], ReceiptHandle=m["ReceiptHandle"],
+                                              VisibilityTimeout=0)
+            if message is None:
+                self.notes.append("consumer storm: message not found")
+                return {"error": "message not found"}
+            arn = sqs.get_queue_attributes(QueueUrl=cfg["INGEST_QUEUE_URL"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            event = {"Records": [{"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"],
+                                  "body": message["Body"], "attributes": message.get("Attributes", {}),
+                                  "messageAttributes": {}, "md5OfBody": message["MD5OfBody"],
+                                  "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": cfg["AWS_REGION"]}]}
+
+            def invoke(_):
+                req = urllib.request.Request(f"{LAMBDA}/2015-03-31/functions/consumer/invocations",
+                                             data=json.dumps(event).encode(), method="POST")
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return json.load(r)
+
+            with ThreadPoolExecutor(max_workers=10) as pool:
+                answers = list(pool.map(invoke, range(10)))
+            failed = sum(1 for a in answers if a.get("batchItemFailures"))
+            sqs.delete_message(QueueUrl=cfg["INGEST_QUEUE_URL"], ReceiptHandle=message["ReceiptHandle"])
+            log(f"consumer storm: one message to 10 concurrent invocations: {10 - failed} processed it, "
+                f"{failed} reported it back (in progress elsewhere)")
+            return {"invocations": 10, "processed": 10 - failed, "reported_back": failed}
+        finally:
+            os.killpg(pgid, signal.SIGCONT)
+
+    # --- drain ---
+    def drain(self, cfg: dict, timeout_s: float) -> float:
+        sqs = boto3.client("sqs", endpoint_url=cfg["AWS_ENDPOINT_URL"], region_name=cfg["AWS_REGION"],
+                           aws_access_key_id="test", aws_secret_access_key="test",
+                           config=Config(user_agent_extra="fault-driver"))
+        queues = [cfg["INGEST_QUEUE_URL"], cfg["DELIVERY_QUEUE_URL"], cfg["RETRY_QUEUE_URL"]]
+        t0 = time.monotonic()
+        quiet_since = None
+        last_log = 0.0
+        while time.monotonic() - t0 < timeout_s:
+            depth = 0
+            for q in queues:
+                a = sqs.get_queue_attributes(QueueUrl=q, AttributeNames=[
+                    "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+                depth += sum(int(v) for v in a.values())
+            if depth == 0:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > 5:
+                    return time.monotonic() - t0
+            else:
+                quiet_since = None
+            if time.monotonic() - last_log > 30:
+                log(f"draining: {depth} messages on the queues (visible, in flight or delayed)")
+                last_log = time.monotonic()
+            time.sleep(1)
+        self.notes.append(f"drain timed out after {timeout_s:.0f} s")
+        return time.monotonic() - t0
+
+
+def emulator_baseline(cfg: dict, n: int = 300) -> float:
+    """The emulator's own rate: SendMessage + ReceiveMessage + DeleteMessage round trips per second on a
+    scratch queue, with 8 client threads (what the pipeline's processes share)."""
+    sqs = boto3.client("sqs", endpoint_url=cfg["AWS_ENDPOINT_URL"], region_name=cfg["AWS_REGION"],
+                       aws_access_key_id="test", aws_secret_access_key="test",
+                       config=Config(user_agent_extra="fault-driver", max_pool_connections=16))
+    url = sqs.create_queue(QueueName=f"fault-baseline-{int(time.time())}")["QueueUrl"]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: sqs.send_message(QueueUrl=url, MessageBody=f"m{i}"), range(n)))
+    took = time.monotonic() - t0
+    sqs.delete_queue(QueueUrl=url)
+    return n / took
+
+
+def counts(cfg: dict, reset: bool = False) -> dict[str, int]:
+    req = urllib.request.Request(f"{cfg['AWS_ENDPOINT_URL']}/_local/counts", method="DELETE" if reset else "GET")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+
+def records_view(cfg: dict) -> tuple[dict, int]:
+    """Every item of the records table: {pk: [items]}, and the largest item in bytes (approx.)."""
+    ddb = boto3.client("dynamodb", endpoint_url=cfg["AWS_ENDPOINT_URL"], region_name=cfg["AWS_REGION"],
+                       aws_access_key_id="test", aws_secret_access_key="test",
+                       config=Config(user_agent_extra="fault-driver"))
+    out: dict[str, list] = collections.defaultdict(list)
+    largest = 0
+    kwargs = {"TableName": cfg["RECORDS_TABLE"]}
+    while True:
+        page = ddb.scan(**kwargs)
+        for item in page.get("Items", []):
+            out[item["pk"]["S"]].append(item)
+            largest = max(largest, len(json.dumps(item)))
+        if "LastEvaluatedKey" not in page:
+            return out, largest
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def dead_letters(cfg: dict, url: str, parse: bool = True) -> list:
+    sqs = boto3.client("sqs", endpoint_url=cfg["AWS_ENDPOINT_URL"], region_name=cfg["AWS_REGION"],
+                       aws_access_key_id="test", aws_secret_access_key="test",
+                       config=Config(user_agent_extra="fault-driver"))
+    seen, out = set(), []
+    for _ in range(200):
+        ms = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
+                                 WaitTimeSeconds=0).get("Messages", [])
+        if not ms:
+            break
+        for m in ms:
+            if m["MessageId"] not in seen:
+                seen.add(m["MessageId"])
+                out.append(json.loads(m["Body"]) if parse else m["Body"])
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=10_000, help="unique events to send (default 10000)")
+    ap.add_argument("--short", action="store_true",
+                    help="the CI variant: 300 events, no SIGKILL of the trigger runner (see above)")
+    ap.add_argument("--seed", type=int, default=20261201)
+    ap.add_argument("--concurrency", type=int, default=8, help="concurrent provider requests")
+    ap.add_argument("--report", type=Path, default=STATE / "fault-report.json")
+    ap.add_argument("--drain-timeout", type=float, default=1800)
+    ap.add_argument("--keep", action="store_true", help="leave the pipeline running afterwards (to inspect it)")
+    args = ap.parse_args()
+    n = 300 if args.short and args.events == 10_000 else args.events
+
+    run = Run(args)
+    dests = Destinations(args.seed)
+    cfg = run.start(dests)
+    cfg.update(env_file(ROOT / "config" / "local.env"))
+    report: dict = {"events": n, "seed": args.seed, "short": args.short}
+    try:
+        report["emulator_sends_per_s"] = round(emulator_baseline(cfg), 1)
+        counts(cfg, reset=True)
+        traffic = Traffic(n, args.seed, cfg)
+        storm_event = dict(provider="incode", session=f"fi-storm-{int(time.time())}", status="ONBOARDING_FINISHED",
+                           rank=70, correlation=f"fi-storm-{int(time.time())}-receiver")
+        solo_event = dict(provider="incode", session=f"fi-solo-{int(time.time())}", status="ONBOARDING_FINISHED",
+                          rank=70, correlation=f"fi-solo-{int(time.time())}-consumer")
+        total = len(traffic.sends)
+        faults = [(0.35, lambda: run.kill_busy("consumer")), (0.40, lambda: run.kill_busy("dispatcher")),
+                  (0.55, lambda: report.__setitem__("receiver_storm", run.receiver_storm(traffic, storm_event))),
+                  (0.65, lambda: report.__setitem__("consumer_storm", run.consumer_storm(cfg, traffic, solo_event)))]
+        if not args.short:
+            faults += [(0.20, run.kill_esm), (0.45, run.kill_esm), (0.75, run.kill_esm),
+                       (0.85, lambda: run.kill_busy("consumer")), (0.90, lambda: run.kill_busy("dispatcher"))]
+        faults.sort(key=lambda f: f[0])
+        log(f"sending {total} webhooks ({n} unique events, {total - n} provider retries), "
+            f"{args.concurrency} at a time; {len(faults)} faults on the way")
+        t_start = time.time()
+        sent = 0
+        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+            futures = []
+            for i, (e, retry) in enumerate(traffic.sends):
+                while faults and i >= faults[0][0] * total:
+                    # Let the requests already submitted finish, so the fault lands mid-traffic.
+                    faults.pop(0)[1]()
+                futures.append(pool.submit(traffic.send, e, retry))
+                sent += 1
+                if sent % 500 == 0:
+                    log(f"{sent}/{total} sent")
+            for f in futures:
+                f.result()
+            for _, fault in faults:
+                fault()
+        t_sent = time.time()
+        log(f"all sent in {t_sent - t_start:.0f} s; draining ...")
+        drained = run.drain(cfg, args.drain_timeout)
+        t_end = time.time()
+        # Late answers of hung requests land after the queues are empty.
+        time.sleep(HANG_S + 1)
+        report.update(analyse(traffic, dests, cfg, run, storm_event, solo_event, t_start, t_end))
+        report["timing"] = {"send_s": round(t_sent - t_start, 1), "drain_s": round(drained, 1),
+                            "total_s": round(t_end - t_start, 1)}
+        report["faults"] = run.kills
+        report["notes"] = run.notes
+    finally:
+        if not args.keep:
+            run.stop()
+    args.report.write_text(json.dumps(report, indent=2))
+    print_report(report)
+    ok = report["lost"] == 0 and report["duplicates"]["unexplained"] == 0 and report["sessions"]["regressed"] == 0
+    log(f"report written to {args.report}; verdict: {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+def analyse(traffic: Traffic, dests: Destinations, cfg: dict, run: Run, storm: dict, solo: dict,
+            t_start: float, t_end: float) -> dict:
+    events = {e["correlation"]: e for e in traffic.events}
+    events[storm["correlation"]] = storm
+    events[solo["correlation"]] = solo
+    first_sent: dict[str, float] = {}
+    accepted: set[str] = set()
+    for r in traffic.results:
+        first_sent[r["correlation"]] = min(first_sent.get(r["correlation"], r["t"]), r["t"])
+        if r["status"] == 200:
+            accepted.add(r["correlation"])
+    with dests.lock:
+        requests = list(dests.requests)
+    ok_by = collections.defaultdict(list)  # (dest, correlation) -> [request]
+    all_by_webhook = collections.defaultdict(list)
+    for q in requests:
+        all_by_webhook[(q["dest"], q["webhook_id"])].append(q)
+        if q["status"] == 200:
+            ok_by[(q["dest"], q["correlation"])].append(q)
+    dlq = dead_letters(cfg, cfg["DELIVERY_DLQ_URL"])
+    ingest_dlq = dead_letters(cfg, cfg["INGEST_DLQ_URL"], parse=False)
+    dead = collections.Counter(j.get("dead_letter", {}).get("reason", "?") for j in dlq)
+    dead_keys = {(j["destination_id"], correlation(j["envelope"])) for j in dlq}
+
+    lost = []
+    for c in accepted:
+        for d in ("chaos", "steady"):
+            if not ok_by.get((d, c)) and (d, c) not in dead_keys:
+                lost.append((d, c))
+
+    # Duplicate deliveries: a webhook-id answered 2xx more than once.
+    explained = unexplained = 0
+    examples = []
+    kill_times = [k["t"] for k in run.kills if k["what"] in ("dispatcher", "esm")]
+    for (d, wid), qs in all_by_webhook.items():
+        oks = [q for q in qs if q["status"] == 200]
+        if len(oks) < 2:
+            continue
+        extra = len(oks) - 1
+        # A hung request answered 200 after the relay stopped waiting; or the dispatcher (or the
+        # trigger runner holding its batch) was killed between the POST and the record.
+        if any(q["hung"] for q in oks) or any(q["answered"] - q["t"] > CHAOS_TIMEOUT_MS / 1000 for q in oks) \
+                or any(0 <= k - q["t"] <= 130 for q in oks[:-1] for k in kill_times):
+            explained += extra
+        else:
+            unexplained += extra
+            examples.append({"dest": d, "webhook_id": wid, "times": [q["t"] for q in oks]})
+
+    # Sessions: the furthest rank among the accepted events vs the records' view.
+    records, largest = records_view(cfg)
+    expected: dict[str, int] = {}
+    for c in accepted:
+        e = events[c]
+        pk = f"s#{e['provider']}#{e['session']}"
+        expected[pk] = max(expected.get(pk, 0), e["rank"])
+    regressed = []
+    for pk, rank in expected.items():
+        got = max((int(it["rank"]["N"]) for it in records.get(pk, []) if "rank" in it), default=0)
+        if got != rank:
+            regressed.append({"session": pk, "expected_rank": rank, "got": got})
+
+    c = counts(cfg)
+    fn = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("functions:")}
+    esm = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("esm:")}
+    webhooks = len(traffic.results)
+    writes = sum(v for k, v in fn.items() if k in ("dynamodb.PutItem", "dynamodb.UpdateItem", "dynamodb.DeleteItem"))
+    reads = sum(v for k, v in fn.items() if k in ("dynamodb.Query", "dynamodb.GetItem"))
+    sqs_own = sum(v for k, v in fn.items() if k.startswith("sqs."))
+    sqs_esm = sum(v for k, v in esm.items() if k.startswith("sqs.") and k != "sqs.GetQueueAttributes")
+
+    lag = collections.defaultdict(list)
+    for (d, cor), qs in ok_by.items():
+        if cor in first_sent:
+            lag[d].append((min(q["answered"] for q in qs) - first_sent[cor]) * 1000)
+    delivered = {d: len({cor for (dd, cor) in ok_by if dd == d and cor in accepted}) for d in ("chaos", "steady")}
+    seconds = max(t_end - t_start, 1e-9)
+    return {
+        "accepted_requests": sum(1 for r in traffic.results if r["status"] == 200),
+        "requests": webhooks,
+        "unique_events": len(accepted),
+        "delivered": delivered,
+        "destination_requests": collections.Counter(q["dest"] for q in requests),
+        "dead_lettered": dict(dead),
+        "ingest_dlq": len(ingest_dlq),
+        "lost": len(lost),
+        "lost_examples": lost[:10],
+        "duplicates": {"explained": explained, "unexplained": unexplained, "examples": examples[:10]},
+        "sessions": {"checked": len(expected), "regressed": len(regressed), "examples": regressed[:10]},
+        "per_webhook": {
+            "dynamodb_write_requests": round(writes / webhooks, 3),
+            "dynamodb_read_requests": round(reads / webhooks, 3),
+            "sqs_requests_functions": round(sqs_own / webhooks, 3),
+            "sqs_requests_pollers": round(sqs_esm / webhooks, 3),
+            "s3_puts": round(fn.get("s3.PutObject", 0) / webhooks, 3),
+            "largest_item_bytes_approx": largest,
+        },
+        "counts": c,
+        "throughput": {"events_per_s": round(len(accepted) / seconds, 2)},
+        "lag_ms": {d: {"p50": round(percentile(v, 50) or 0), "p99": round(percentile(v, 99) or 0), "n": len(v)}
+                   for d, v in lag.items()},
+    }
+
+
+def print_report(r: dict) -> None:
+    print("\n================ fault-injection run ================")
+    for k in ("events", "requests", "accepted_requests", "unique_events", "delivered", "dead_lettered", "ingest_dlq",
+              "lost",
+              "duplicates", "sessions", "per_webhook", "throughput", "emulator_sends_per_s", "lag_ms", "timing",
+              "receiver_storm", "consumer_storm", "notes"):
+        if k in r:
+            v = r[k]
+            if isinstance(v, dict):
+                v = {kk: vv for kk, vv in v.items() if kk != "examples"}
+            print(f"{k:>22}: {json.dumps(v)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
