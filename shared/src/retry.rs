@@ -49,6 +49,9 @@ pub struct RetryPolicy {
     pub retry_on: RetryOn,
 }
 
+/// Longest outcome description kept (ARCHITECTURE.md §3: item sizes).
+pub const MAX_OUTCOME_BYTES: usize = 48;
+
 /// What one attempt produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptOutcome {
@@ -66,15 +69,24 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
-    /// Short, PII-free description for records and logs.
+    /// Short, PII-free description for records and logs, at most [`MAX_OUTCOME_BYTES`] (it is kept
+    /// on the delivery item for each attempt, whose size decides its write units).
     pub fn describe(&self) -> String {
-        match self {
+        let mut text = match self {
             AttemptOutcome::Response { status, .. } => format!("http_{status}"),
             AttemptOutcome::Timeout => "timeout".into(),
             AttemptOutcome::ConnectError => "connect_error".into(),
             AttemptOutcome::TokenError(why) => format!("token_error: {why}"),
             AttemptOutcome::Refused(why) => format!("refused: {why}"),
+        };
+        if text.len() > MAX_OUTCOME_BYTES {
+            let mut end = MAX_OUTCOME_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
         }
+        text
     }
 
     pub fn status(&self) -> Option<u16> {
@@ -326,6 +338,20 @@ mod tests {
             content_type: ct.map(str::to_string),
             retry_after: None,
         }
+    }
+
+    #[test]
+    fn outcome_descriptions_are_bounded() {
+        let long = AttemptOutcome::Refused(format!(
+            "{} resolves only to link-local addresses",
+            "é".repeat(200)
+        ));
+        let d = long.describe();
+        assert!(
+            d.len() <= MAX_OUTCOME_BYTES && d.starts_with("refused: é"),
+            "{d}"
+        );
+        assert_eq!(AttemptOutcome::Timeout.describe(), "timeout");
     }
 
     #[test]

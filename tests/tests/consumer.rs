@@ -311,7 +311,7 @@ async fn items_stay_within_the_write_units_architecture_claims() {
         .map(|a| kyc_relay::delivery::AttemptLog {
             attempt: a + 40,
             at_ms: T0 + u64::from(a) * 1_000_000,
-            outcome: "token_error: token endpoint answered 503".into(),
+            outcome: "x".repeat(kyc_relay::retry::MAX_OUTCOME_BYTES),
             status_code: Some(503),
             latency_ms: 29_999,
             cycle: 41,
@@ -326,7 +326,7 @@ async fn items_stay_within_the_write_units_architecture_claims() {
         attempt: 57,
         at_ms: T0,
         status: DeliveryStatus::Retrying,
-        outcome: "token_error: token endpoint answered 503".into(),
+        outcome: "x".repeat(kyc_relay::retry::MAX_OUTCOME_BYTES),
         status_code: Some(503),
         latency_ms: 29_999,
         lag_ms: None,

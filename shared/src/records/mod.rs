@@ -39,7 +39,7 @@ pub const DESTINATIONS_PK: &str = "dest";
 
 /// Attempts kept on a delivery item (the most recent ones). Every attempt is also logged
 /// (`delivery attempt`), and a dead-lettered job carries its whole history.
-pub const HISTORY_CAP: usize = 16;
+pub const HISTORY_CAP: usize = 12;
 
 /// Partition of an event's items: its session, or the event itself when it has no session.
 pub fn partition_key(provider: Provider, session_id: Option<&str>, event_id: &str) -> String {
