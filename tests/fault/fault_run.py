@@ -299,14 +299,22 @@ class Run:
         log(f"restarted the SQS trigger runner ({'ok' if r.returncode == 0 else 'FAILED: ' + r.stderr[-300:]})")
 
     def kill_busy(self, fn: str) -> None:
-        req = urllib.request.Request(f"{LAMBDA}/_local/functions/{fn}/kill?state=busy&signal=KILL", method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                pids = json.load(r)
-        except OSError as e:
-            pids = f"error: {e}"
-        self.kills.append({"what": fn, "t": time.time()})
-        log(f"SIGKILL {fn}'s busy instances: {pids}")
+        """SIGKILL the function's instances that are in an invocation (mid-batch): waits (bounded) for
+        one to be busy."""
+        deadline = time.monotonic() + 20
+        pids = []
+        while not pids and time.monotonic() < deadline:
+            req = urllib.request.Request(f"{LAMBDA}/_local/functions/{fn}/kill?state=busy&signal=KILL", method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    pids = json.load(r).get("killed", [])
+            except OSError as e:
+                self.notes.append(f"kill {fn}: {e}")
+                return
+            if not pids:
+                time.sleep(0.05)
+        self.kills.append({"what": fn, "t": time.time(), "pids": pids})
+        log(f"SIGKILL {fn}'s busy instances: {pids or 'none was busy within 20 s'}")
 
     def receiver_storm(self, traffic: Traffic, e: dict) -> dict:
         with ThreadPoolExecutor(max_workers=20) as pool:
@@ -367,7 +375,7 @@ class Run:
             os.killpg(pgid, signal.SIGCONT)
 
     # --- drain ---
-    def drain(self, cfg: dict, timeout_s: float) -> float:
+    def drain(self, cfg: dict, timeout_s: float, faults_done) -> float:
         sqs = boto3.client("sqs", endpoint_url=cfg["AWS_ENDPOINT_URL"], region_name=cfg["AWS_REGION"],
                            aws_access_key_id="test", aws_secret_access_key="test",
                            config=Config(user_agent_extra="fault-driver"))
@@ -382,7 +390,7 @@ class Run:
                     "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
                     "ApproximateNumberOfMessagesDelayed"])["Attributes"]
                 depth += sum(int(v) for v in a.values())
-            if depth == 0:
+            if depth == 0 and faults_done():
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since > 5:
                     return time.monotonic() - t0
@@ -479,34 +487,56 @@ def main() -> int:
         solo_event = dict(provider="incode", session=f"fi-solo-{int(time.time())}", status="ONBOARDING_FINISHED",
                           rank=70, correlation=f"fi-solo-{int(time.time())}-consumer")
         total = len(traffic.sends)
-        faults = [(0.35, lambda: run.kill_busy("consumer")), (0.40, lambda: run.kill_busy("dispatcher")),
-                  (0.55, lambda: report.__setitem__("receiver_storm", run.receiver_storm(traffic, storm_event))),
-                  (0.65, lambda: report.__setitem__("consumer_storm", run.consumer_storm(cfg, traffic, solo_event)))]
+        # Faults fire as processing progresses (the share of unique events delivered to `steady`),
+        # so they land while batches are in flight, during the sending and the draining alike.
+        faults = [(0.30, lambda: run.kill_busy("consumer")), (0.40, lambda: run.kill_busy("dispatcher")),
+                  (0.05, lambda: report.__setitem__("receiver_storm", run.receiver_storm(traffic, storm_event))),
+                  (0.10, lambda: report.__setitem__("consumer_storm", run.consumer_storm(cfg, traffic, solo_event)))]
         if not args.short:
-            faults += [(0.20, run.kill_esm), (0.45, run.kill_esm), (0.75, run.kill_esm),
-                       (0.85, lambda: run.kill_busy("consumer")), (0.90, lambda: run.kill_busy("dispatcher"))]
+            faults += [(0.20, run.kill_esm), (0.50, run.kill_esm), (0.75, run.kill_esm),
+                       (0.60, lambda: run.kill_busy("consumer")), (0.85, lambda: run.kill_busy("dispatcher"))]
         faults.sort(key=lambda f: f[0])
+        done = threading.Event()
+
+        def progress() -> float:
+            with dests.lock:
+                got = {q["correlation"] for q in dests.requests if q["dest"] == "steady" and q["status"] == 200}
+            return len(got) / n
+
+        def injector():
+            while faults and not done.is_set():
+                if progress() >= faults[0][0]:
+                    share, fault = faults.pop(0)
+                    log(f"at {share:.0%} delivered:")
+                    try:
+                        fault()
+                    except Exception as e:  # a failed fault is reported, not fatal
+                        run.notes.append(f"fault at {share:.0%} failed: {e!r}")
+                else:
+                    time.sleep(0.2)
+
+        injector_thread = threading.Thread(target=injector, daemon=True)
+        injector_thread.start()
         log(f"sending {total} webhooks ({n} unique events, {total - n} provider retries), "
             f"{args.concurrency} at a time; {len(faults)} faults on the way")
         t_start = time.time()
         sent = 0
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             futures = []
-            for i, (e, retry) in enumerate(traffic.sends):
-                while faults and i >= faults[0][0] * total:
-                    # Let the requests already submitted finish, so the fault lands mid-traffic.
-                    faults.pop(0)[1]()
+            for e, retry in traffic.sends:
                 futures.append(pool.submit(traffic.send, e, retry))
                 sent += 1
                 if sent % 500 == 0:
-                    log(f"{sent}/{total} sent")
+                    log(f"{sent}/{total} submitted")
             for f in futures:
                 f.result()
-            for _, fault in faults:
-                fault()
         t_sent = time.time()
         log(f"all sent in {t_sent - t_start:.0f} s; draining ...")
-        drained = run.drain(cfg, args.drain_timeout)
+        drained = run.drain(cfg, args.drain_timeout, lambda: not faults)
+        done.set()
+        injector_thread.join(timeout=60)
+        for share, _ in faults:
+            run.notes.append(f"fault at {share:.0%} delivered did not fire")
         t_end = time.time()
         # Late answers of hung requests land after the queues are empty.
         time.sleep(HANG_S + 1)
