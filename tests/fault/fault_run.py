@@ -269,8 +269,12 @@ class Run:
         STATE.mkdir(exist_ok=True)
         doc.write_text(json.dumps(dests.document(), indent=2))
         log("starting the pipeline (scripts/run-local.sh --background) ...")
+        # Records reported as failed come back after 35 s, not the queues' 180 s / 720 s: still longer
+        # than the consumer's 30 s timeout, so a claim's lease is always over when its message
+        # returns, as in AWS (a shorter wait would turn a killed consumer's batch into
+        # "in progress elsewhere" five times over, and into the DLQ: an artefact, not a fault).
         r = self.sh("scripts/run-local.sh", "--background", "--no-reload", "--destinations", str(doc),
-                    "--failure-visibility", "2", "--function-concurrency", "24", check=False, timeout=1800)
+                    "--failure-visibility", "35", "--function-concurrency", "24", check=False, timeout=1800)
         if r.returncode != 0:
             sys.exit(f"fault-run: the pipeline did not start:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
         return env_file(STATE / "pipeline.env")
