@@ -22,7 +22,7 @@ use crate::delivery::{
 use crate::destination::{Auth, BodyFormat, ClientAuth, Destination, Destinations, Secret};
 use crate::idempotency::{AttemptUpdate, DeliveryStatus, EventStore};
 use crate::retry::{AttemptOutcome, Verdict, parse_retry_after};
-use crate::signing::SigningSecret;
+use crate::signing::{Signer, SigningSecret};
 use crate::telemetry::Counters;
 use futures_util::future::join_all;
 use std::collections::HashMap;
@@ -35,7 +35,7 @@ pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
 
 /// A destination's credentials, resolved at cold start.
 struct Credentials {
-    signer: Option<SigningSecret>,
+    signer: Option<Signer>,
     oauth: Option<OAuthClient>,
 }
 
@@ -108,10 +108,21 @@ impl<E: EventStore, Q: DeliveryQueue> Dispatcher<E, Q> {
                     signer: None,
                     oauth: None,
                 },
-                Some(Auth::StandardWebhooks { secret: s }) => Credentials {
-                    signer: Some(SigningSecret::parse(&secret(&d.id, s)?).map_err(|m| {
-                        ConfigError::new(format!("destinations[{}].auth.secret", d.id), m)
-                    })?),
+                Some(Auth::StandardWebhooks { secrets }) => Credentials {
+                    // One signature per secret during a rotation (current first).
+                    signer: Some(Signer::new(
+                        secrets
+                            .iter()
+                            .map(|s| {
+                                SigningSecret::parse(&secret(&d.id, s)?).map_err(|m| {
+                                    ConfigError::new(
+                                        format!("destinations[{}].auth.secret", d.id),
+                                        m,
+                                    )
+                                })
+                            })
+                            .collect::<Result<_, _>>()?,
+                    )),
                     oauth: None,
                 },
                 Some(Auth::Oauth2ClientCredentials {

@@ -5,6 +5,7 @@
 //! module holds the adapters (SQS, DynamoDB, SSM, API Gateway) and is the only place AWS types appear.
 //! The Lambda `main.rs` files only wire the two together.
 
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod clock;
 pub mod config;

@@ -6,6 +6,7 @@ use integration_tests::{LocalAws, idnow_envelope, incode_envelope, item, record}
 use kyc_relay::aws::dynamodb::{DynamoEventStore, DynamoSessionStore};
 use kyc_relay::aws::sqs::SqsDeliveryQueue;
 use kyc_relay::clock::ManualClock;
+use kyc_relay::config::OutboundPolicy;
 use kyc_relay::delivery::DeliveryJob;
 use kyc_relay::destination::Destinations;
 use kyc_relay::idempotency::{AttemptUpdate, DeliveryStatus, EventClaim, EventStore, event_key};
@@ -26,7 +27,7 @@ fn consumer_with_queue(aws: &LocalAws, clock: &ManualClock, queue_url: &str) -> 
         events: DynamoEventStore::new(&aws.sdk, aws.get("EVENTS_TABLE")),
         sessions: DynamoSessionStore::new(&aws.sdk, aws.get("SESSIONS_TABLE")),
         queue: SqsDeliveryQueue::new(&aws.sdk, queue_url, None),
-        destinations: Destinations::parse(DESTINATIONS).unwrap(),
+        destinations: Destinations::parse_with(DESTINATIONS, OutboundPolicy::local()).unwrap(),
         clock: Arc::new(clock.clone()),
         settings: ProcessorSettings {
             idempotency_ttl_secs: 7 * 86_400,
