@@ -692,3 +692,43 @@ async fn inbound_secrets_rotate_without_downtime() {
     assert_eq!(apigw::handle(&after, webhook).await.status_code, 401);
     aws.drain(aws.get("INGEST_QUEUE_URL")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_without_a_usable_key_or_too_large_means_keys_unavailable() {
+    let aws = LocalAws::provision().await;
+    let mut env = aws.env();
+    env.set("INCODE_ENABLED", "false");
+    let cases = [
+        // No key at all, only keys of other types, and a document over the 64 KiB cap.
+        Answer::json(200, r#"{"keys": []}"#),
+        Answer::json(
+            200,
+            r#"{"keys": [{"kty": "EC", "kid": "test-key-1", "crv": "P-256", "x": "AA", "y": "AA"}]}"#,
+        ),
+        Answer::json(
+            200,
+            std::fs::read_to_string(repo_root().join("events/keys/jwks.json"))
+                .unwrap()
+                .replacen(
+                    '{',
+                    &format!("{{\"padding\": \"{}\", ", "x".repeat(70_000)),
+                    1,
+                ),
+        ),
+    ];
+    for answer in cases {
+        let jwks = Peer::start(answer).await;
+        env.set("IDNOW_JWKS_URL", jwks.url("/jwks.json"));
+        let intake = intake(&env, &aws, Arc::new(SystemClock));
+        let r = apigw::handle(&intake, apigw_event("receiver/idnow-jwt-body-rs256.json")).await;
+        assert_eq!(r.status_code, 503, "IDnow retries a 503, drops a 401");
+        assert_eq!(response_json(&r)["message"], "signing keys unavailable");
+        assert_eq!(jwks.hits(), 1);
+    }
+    // The same document within the cap works (the check can fail).
+    let jwks = jwks_peer().await;
+    env.set("IDNOW_JWKS_URL", jwks.url("/jwks.json"));
+    let intake = intake(&env, &aws, Arc::new(SystemClock));
+    let r = apigw::handle(&intake, apigw_event("receiver/idnow-jwt-body-rs256.json")).await;
+    assert_eq!(r.status_code, 200);
+}

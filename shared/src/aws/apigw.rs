@@ -60,7 +60,12 @@ pub async fn handle<Q: IngestQueue>(
     event: serde_json::Value,
 ) -> ApiGatewayV2httpResponse {
     let Ok(event) = serde_json::from_value::<HttpApiEvent>(event) else {
-        // Not an HTTP API event at all (a test invoke, a misconfigured integration).
+        // Not an HTTP API event at all (a test invoke, a misconfigured integration). serde's message
+        // may quote the event: not logged.
+        tracing::warn!(
+            status = 400,
+            "invocation is not an API Gateway HTTP API event"
+        );
         return into_response(
             IntakeError::MalformedRequest("not an API Gateway HTTP API (2.0) event").into_reply(),
         );
