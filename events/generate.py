@@ -293,6 +293,74 @@ write("hostile-incode-oversize-body",
 write("hostile-incode-wrong-media-type",
       apigw("/webhooks/incode/onboarding-status", "interviewId=x", incode_headers(**{"content-type": "application/x-www-form-urlencoded"}),
             INCODE_IP), 415, "form body on a webhook URL")
+# Requests that crashed or rerouted the lambda_http-based receiver, and bodies that two parsers
+# could read differently or that would be acknowledged and then fail downstream.
+write("hostile-path-dot-segments",
+      apigw("/webhooks/incode/%2e%2e/idnow", rs256(idnow_claims()), {"content-type": "application/jwt"}, IDNOW_IP),
+      404, "percent-encoded dot segments are not resolved: no route")
+write("hostile-path-double-slash",
+      apigw("/webhooks//idnow", rs256(idnow_claims()), {"content-type": "application/jwt"}, IDNOW_IP),
+      404, "an empty segment is not the route")
+write("hostile-path-trailing-slash",
+      apigw("/webhooks/idnow/", rs256(idnow_claims()), {"content-type": "application/jwt"}, IDNOW_IP),
+      404, "a trailing slash is not the route")
+write("hostile-x-forwarded-proto-with-space",
+      apigw("/webhooks/incode/onboarding-status", json.dumps(INCODE_BODIES["onboarding-status"]),
+            incode_headers(**{"x-forwarded-proto": "a b", "host": "x y"}), INCODE_IP),
+      200, "X-Forwarded-Proto and Host that make no URI (panicked lambda_http): ignored, the webhook is accepted")
+write("hostile-header-control-character",
+      apigw("/webhooks/incode/onboarding-status", json.dumps(INCODE_BODIES["onboarding-status"]),
+            incode_headers(**{"x-note": "a\u0001b"}), INCODE_IP),
+      400, "a header value with a control character is not an HTTP header value")
+write("hostile-invalid-base64-body",
+      dict(apigw("/webhooks/incode/onboarding-status", "{}", incode_headers(), INCODE_IP), body="!!not base64!!",
+           isBase64Encoded=True),
+      400, "isBase64Encoded with a body that is not base64")
+write("hostile-incode-duplicate-key",
+      apigw("/webhooks/incode/onboarding-status",
+            '{"interviewId": "6571d4f2e0a1b2c3d4e5f601", "onboardingStatus": "ONBOARDING_FINISHED", '
+            '"onboardingStatus": "MANUAL_REVIEW_REJECTED"}', incode_headers(), INCODE_IP),
+      400, "the same key twice: parsers disagree on which value wins")
+write("hostile-incode-duplicate-key-nested",
+      apigw("/webhooks/incode/face-authentication",
+            '{"interviewId": "6571d4f2e0a1b2c3d4e5f601", "result": {"a": [{"score": 1, "score": 2}]}}',
+            incode_headers(), INCODE_IP),
+      400, "a duplicate key three levels down")
+write("hostile-incode-too-deep",
+      apigw("/webhooks/incode/face-authentication",
+            '{"interviewId": "x", "a": ' + "[" * 64 + "]" * 64 + "}", incode_headers(), INCODE_IP),
+      400, "65 levels of nesting (the limit is 64)")
+write("hostile-incode-bidi-interview-id",
+      apigw("/webhooks/incode/onboarding-status",
+            json.dumps({"interviewId": "6571d4f2\u202ee0a1", "onboardingStatus": "ONBOARDING_FINISHED"}),
+            incode_headers(), INCODE_IP),
+      400, "a bidi override (U+202E) in the session key")
+write("hostile-incode-long-interview-id",
+      apigw("/webhooks/incode/onboarding-status",
+            json.dumps({"interviewId": "i" * 129, "onboardingStatus": "ONBOARDING_FINISHED"}),
+            incode_headers(), INCODE_IP),
+      400, "a session key of 129 characters (the limit is 128)")
+write("hostile-idnow-noncharacter-event-id",
+      idnow_jwt_body(rs256(idnow_claims(dict(IDNOW_EVENT, eventId="evt\uffff")))),
+      400, "a noncharacter in the event id, properly signed")
+write("hostile-idnow-crit-header",
+      idnow_jwt_body(jwt.encode(idnow_claims(), signing_key, algorithm="RS256",
+                                headers={"kid": KID, "crit": ["exp"]})),
+      401, "a crit header names an extension the receiver does not implement")
+write("hostile-idnow-issuer-array",
+      # PyJWT refuses a non-string iss in jwt.encode; its JWS layer signs any payload.
+      idnow_jwt_body(jwt.api_jws.PyJWS().encode(
+          json.dumps(idnow_claims(iss=[ENV["IDNOW_JWT_ISSUER"], "https://evil.example"])).encode(),
+          signing_key, algorithm="RS256", headers={"kid": KID})),
+      401, "iss is an array holding the configured issuer")
+# The largest body in its most expensive encoding: raw U+FFFF characters, each 3 bytes in the body
+# and 6 (as an escape) in each of the envelope's raw_body and event: over 256 KiB of envelope.
+_prefix = '{"interviewId": "6571d4f2e0a1b2c3d4e5f601", "onboardingStatus": "ONBOARDING_FINISHED", "padding": "'
+_room = 65536 - len(_prefix.encode()) - 2
+write("incode-largest-body-worst-encoding",
+      apigw("/webhooks/incode/onboarding-status", _prefix + "\uffff" * (_room // 3) + "x" * (_room % 3) + '"}',
+            incode_headers(), INCODE_IP),
+      200, "64 KiB of escape-heavy JSON: the envelope (over 256 KiB) fits the queue")
 write("hostile-unknown-path", apigw("/webhooks/onfido", "{}", {"content-type": "application/json"}, INCODE_IP),
       404, "no such provider")
 write("hostile-wrong-method", apigw("/webhooks/idnow", "", {}, IDNOW_IP, method="GET"), 405, "GET on a webhook URL")

@@ -50,6 +50,11 @@ impl Env {
         }
     }
 
+    /// Every variable, as set (tests pass a configuration on to a child process).
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.vars.insert(key.into(), value.into());
     }
@@ -151,13 +156,53 @@ pub async fn resolve_secrets(
     Ok(env)
 }
 
-/// Checks a URL we will call out to: https, or http on a loopback host (local development and tests).
-pub fn validate_outbound_url(var: &str, raw: &str) -> Result<reqwest::Url, ConfigError> {
+/// Where outbound requests (JWKS, destinations, token endpoints) may go, beyond the address guard
+/// of [`crate::http_client`] that always applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboundPolicy {
+    /// Plain `http://` to a loopback host. Off unless the local-only switch
+    /// [`OutboundPolicy::LOCAL_SWITCH`] is set (config/local.env sets it for local runs and tests):
+    /// in AWS nothing legitimate listens on the Lambda's loopback, and `https` is the rule.
+    pub allow_http_loopback: bool,
+}
+
+impl OutboundPolicy {
+    pub const LOCAL_SWITCH: &str = "OUTBOUND_ALLOW_HTTP_LOOPBACK";
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            allow_http_loopback: env.flag(Self::LOCAL_SWITCH, false)?,
+        })
+    }
+
+    /// The local runs' and tests' policy (what config/local.env sets).
+    pub fn local() -> Self {
+        Self {
+            allow_http_loopback: true,
+        }
+    }
+}
+
+/// Checks a URL we will call out to: `https`, or `http` to a loopback host when `policy` allows it.
+pub fn validate_outbound_url(
+    var: &str,
+    raw: &str,
+    policy: OutboundPolicy,
+) -> Result<reqwest::Url, ConfigError> {
     let url =
         reqwest::Url::parse(raw).map_err(|e| ConfigError::new(var, format!("{raw:?}: {e}")))?;
     match url.scheme() {
         "https" => {}
-        "http" if is_loopback_host(&url) => {}
+        "http" if is_loopback_host(&url) && policy.allow_http_loopback => {}
+        "http" if is_loopback_host(&url) => {
+            return Err(ConfigError::new(
+                var,
+                format!(
+                    "scheme \"http\" not allowed: use https (http to a loopback host only with {}=true, for local runs)",
+                    OutboundPolicy::LOCAL_SWITCH
+                ),
+            ));
+        }
         other => {
             return Err(ConfigError::new(
                 var,
@@ -211,15 +256,41 @@ mod tests {
     }
 
     #[test]
-    fn outbound_urls_must_be_https_unless_loopback() {
-        assert!(validate_outbound_url("U", "https://example.com/x").is_ok());
-        assert!(validate_outbound_url("U", "http://127.0.0.1:9/x").is_ok());
-        assert!(validate_outbound_url("U", "http://localhost:9/x").is_ok());
-        assert!(validate_outbound_url("U", "http://example.com/x").is_err());
-        assert!(validate_outbound_url("U", "ftp://127.0.0.1/x").is_err());
-        assert!(validate_outbound_url("U", "not a url").is_err());
-        assert!(validate_outbound_url("U", "https://169.254.169.254/latest").is_err());
-        assert!(validate_outbound_url("U", "https://[fd00:ec2::254]/").is_err());
+    fn outbound_urls_must_be_https_and_http_loopback_needs_the_local_switch() {
+        let strict = OutboundPolicy::default();
+        let local = OutboundPolicy::local();
+        assert!(validate_outbound_url("U", "https://example.com/x", strict).is_ok());
+        for url in [
+            "http://127.0.0.1:9/x",
+            "http://localhost:9/x",
+            "http://[::1]:9/x",
+        ] {
+            let e = validate_outbound_url("U", url, strict).unwrap_err();
+            assert!(
+                e.message.contains(OutboundPolicy::LOCAL_SWITCH),
+                "{url}: {e}"
+            );
+            assert!(validate_outbound_url("U", url, local).is_ok(), "{url}");
+        }
+        for policy in [strict, local] {
+            assert!(validate_outbound_url("U", "http://example.com/x", policy).is_err());
+            assert!(validate_outbound_url("U", "ftp://127.0.0.1/x", policy).is_err());
+            assert!(validate_outbound_url("U", "not a url", policy).is_err());
+            for url in [
+                "https://169.254.169.254/latest",
+                "https://[fd00:ec2::254]/",
+                "https://0.0.0.0/",
+                "https://0.1.2.3/",
+                "https://[::169.254.169.254]/",
+                "https://[64:ff9b::a9fe:a9fe]/",
+                "https://[::ffff:169.254.169.254]/",
+            ] {
+                assert!(validate_outbound_url("U", url, policy).is_err(), "{url}");
+            }
+        }
+        let env = Env::from_pairs([(OutboundPolicy::LOCAL_SWITCH, "true")]);
+        assert_eq!(OutboundPolicy::from_env(&env).unwrap(), local);
+        assert_eq!(OutboundPolicy::from_env(&Env::default()).unwrap(), strict);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! Secrets are named by SSM parameter (`*_ssm`) in AWS; plain values (`secret`, `client_secret`) are
 //! for local use. A document that does not validate stops the function with the offending field.
 
-use crate::config::{ConfigError, Env, SecretSource, validate_outbound_url};
+use crate::config::{ConfigError, Env, OutboundPolicy, SecretSource, validate_outbound_url};
 use crate::envelope::Envelope;
 use crate::provider::Provider;
 use crate::retry::{PolicySpec, RetryPolicy};
@@ -35,16 +35,36 @@ pub enum BodyFormat {
     Envelope,
 }
 
+/// One value, or a list of them (a destination's signing secrets during a rotation).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// At most this many signing secrets at once (a rotation needs two; a third allows an overlap).
+pub const MAX_SIGNING_SECRETS: usize = 3;
+
 /// The `auth` field as written in the document.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum AuthSpec {
-    /// Standard Webhooks signing with a `whsec_...` secret.
+    /// Standard Webhooks signing with one `whsec_...` secret, or a list during a rotation.
     StandardWebhooks {
         #[serde(default)]
-        secret: Option<String>,
+        secret: Option<OneOrMany>,
         #[serde(default)]
-        secret_ssm: Option<String>,
+        secret_ssm: Option<OneOrMany>,
     },
     /// OAuth 2.0 client credentials against the destination's token endpoint.
     Oauth2ClientCredentials {
@@ -101,8 +121,9 @@ impl Secret {
 /// A destination's validated authentication.
 #[derive(Debug, Clone)]
 pub enum Auth {
-    /// Standard Webhooks signing with a `whsec_...` secret.
-    StandardWebhooks { secret: Secret },
+    /// Standard Webhooks signing: one `whsec_...` secret, or several during a rotation (every
+    /// request then carries one signature per secret). Current secret first.
+    StandardWebhooks { secrets: Vec<Secret> },
     /// OAuth 2.0 client credentials against the destination's token endpoint.
     Oauth2ClientCredentials {
         token_url: reqwest::Url,
@@ -174,12 +195,15 @@ impl Destination {
 
     /// SSM parameter names of this destination's secrets.
     pub fn ssm_secret_names(&self) -> Vec<String> {
-        let secret = match &self.auth {
-            Some(Auth::StandardWebhooks { secret }) => secret,
-            Some(Auth::Oauth2ClientCredentials { client_secret, .. }) => client_secret,
+        let secrets: Vec<&Secret> = match &self.auth {
+            Some(Auth::StandardWebhooks { secrets }) => secrets.iter().collect(),
+            Some(Auth::Oauth2ClientCredentials { client_secret, .. }) => vec![client_secret],
             None => return vec![],
         };
-        secret.ssm_name().map(str::to_string).into_iter().collect()
+        secrets
+            .into_iter()
+            .filter_map(|s| s.ssm_name().map(str::to_string))
+            .collect()
     }
 }
 
@@ -205,7 +229,14 @@ pub struct Destinations {
 }
 
 impl Destinations {
+    /// Parses with the production outbound rules (`https` only): see [`Destinations::parse_with`].
     pub fn parse(json: &str) -> Result<Self, ConfigError> {
+        Self::parse_with(json, OutboundPolicy::default())
+    }
+
+    /// Parses a destinations document; URLs are checked against `outbound` (plain `http` to a
+    /// loopback host only with the local switch).
+    pub fn parse_with(json: &str, outbound: OutboundPolicy) -> Result<Self, ConfigError> {
         let err =
             |field: String, msg: String| ConfigError::new(format!("destinations{field}"), msg);
         let doc: RawDocument = serde_json::from_str(json).map_err(|e| {
@@ -243,7 +274,8 @@ impl Destinations {
             if !seen.insert(raw.id.clone()) {
                 return Err(err(at("id"), format!("duplicate id {:?}", raw.id)));
             }
-            let url = validate_outbound_url(&format!("destinations{}", at("url")), &raw.url)?;
+            let url =
+                validate_outbound_url(&format!("destinations{}", at("url")), &raw.url, outbound)?;
             if let Some(types) = &raw.event_types
                 && (types.is_empty() || types.iter().any(|t| t.trim().is_empty()))
             {
@@ -290,17 +322,36 @@ impl Destinations {
             let auth = match raw.auth {
                 None => None,
                 Some(AuthSpec::StandardWebhooks { secret, secret_ssm }) => {
-                    let secret = Secret::from_pair(secret, secret_ssm).ok_or_else(|| {
-                        err(
+                    let secrets: Vec<Secret> = match (secret, secret_ssm) {
+                        (Some(plain), None) => {
+                            plain.into_vec().into_iter().map(Secret::Plain).collect()
+                        }
+                        (None, Some(names)) => {
+                            names.into_vec().into_iter().map(Secret::Ssm).collect()
+                        }
+                        _ => {
+                            return Err(err(
+                                at("auth"),
+                                "set exactly one of secret and secret_ssm".into(),
+                            ));
+                        }
+                    };
+                    if secrets.is_empty() || secrets.len() > MAX_SIGNING_SECRETS {
+                        return Err(err(
                             at("auth"),
-                            "set exactly one of secret and secret_ssm".into(),
-                        )
-                    })?;
-                    if let Secret::Plain(s) = &secret {
-                        crate::signing::SigningSecret::parse(s)
-                            .map_err(|m| err(at("auth.secret"), m))?;
+                            format!("give 1 to {MAX_SIGNING_SECRETS} signing secrets"),
+                        ));
                     }
-                    Some(Auth::StandardWebhooks { secret })
+                    if (1..secrets.len()).any(|i| secrets[..i].contains(&secrets[i])) {
+                        return Err(err(at("auth"), "a signing secret is listed twice".into()));
+                    }
+                    for secret in &secrets {
+                        if let Secret::Plain(s) = secret {
+                            crate::signing::SigningSecret::parse(s)
+                                .map_err(|m| err(at("auth.secret"), m))?;
+                        }
+                    }
+                    Some(Auth::StandardWebhooks { secrets })
                 }
                 Some(AuthSpec::Oauth2ClientCredentials {
                     token_url,
@@ -314,6 +365,7 @@ impl Destinations {
                     token_url: validate_outbound_url(
                         &format!("destinations{}", at("auth.token_url")),
                         &token_url,
+                        outbound,
                     )?,
                     client_id,
                     client_secret: Secret::from_pair(client_secret, client_secret_ssm).ok_or_else(
@@ -385,7 +437,7 @@ impl Destinations {
                 ));
             }
         };
-        let parsed = Self::parse(&text)?;
+        let parsed = Self::parse_with(&text, OutboundPolicy::from_env(env)?)?;
         if parsed.list.is_empty() {
             tracing::warn!(
                 "destinations document lists no destination: events are recorded but relayed nowhere"
@@ -485,6 +537,22 @@ mod tests {
                 json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow", "timeout_ms": 60000}),
                 "destinations[0].timeout_ms",
             ),
+            (
+                json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow", "auth": {"type": "standard_webhooks", "secret": []}}),
+                "destinations[0].auth",
+            ),
+            (
+                json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow", "auth": {"type": "standard_webhooks", "secret_ssm": ["/a", "/a"]}}),
+                "destinations[0].auth",
+            ),
+            (
+                json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow", "auth": {"type": "standard_webhooks", "secret": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "nope"]}}),
+                "destinations[0].auth.secret",
+            ),
+            (
+                json!({"id": "a", "url": "http://127.0.0.1:9/x", "retry_policy": "idnow"}),
+                "destinations[0].url",
+            ),
         ];
         for (d, var) in cases {
             let e = doc(d.clone()).unwrap_err();
@@ -499,6 +567,28 @@ mod tests {
                 .message
                 .contains("duplicate")
         );
+    }
+
+    #[test]
+    fn signing_secrets_are_one_or_a_list() {
+        let one = doc(
+            json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow",
+            "auth": {"type": "standard_webhooks", "secret_ssm": "/kyc/a"}}),
+        )
+        .unwrap();
+        assert_eq!(one.ssm_secret_names(), ["/kyc/a"]);
+        let two = doc(
+            json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow",
+            "auth": {"type": "standard_webhooks", "secret_ssm": ["/kyc/new", "/kyc/old"]}}),
+        )
+        .unwrap();
+        assert_eq!(two.ssm_secret_names(), ["/kyc/new", "/kyc/old"]);
+        let local = Destinations::parse_with(
+            &json!({"destinations": [{"id": "a", "url": "http://127.0.0.1:9/x", "retry_policy": "idnow"}]})
+                .to_string(),
+            OutboundPolicy::local(),
+        );
+        assert!(local.is_ok(), "http to loopback with the local switch");
     }
 
     #[test]
@@ -522,6 +612,7 @@ mod tests {
         assert_eq!(d.matching(&env).count(), 0);
     }
 
+    #[cfg(feature = "aws")]
     #[test]
     fn exactly_one_source_is_required() {
         let rt = tokio::runtime::Builder::new_current_thread()

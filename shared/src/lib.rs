@@ -6,6 +6,7 @@
 //! The Lambda `main.rs` files only wire the two together.
 
 pub mod archive;
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod clock;
 pub mod config;

@@ -284,6 +284,7 @@ impl<S: EventStore, Q: DeliveryQueue, A: Archive> Processor<S, Q, A> {
         object: Option<&str>,
         counters: &Counters,
     ) -> Step {
+        // The key holds the session id: logs name the event by provider and event id only.
         let key = EventKey::of(envelope);
         let mut destinations: Vec<String> = self
             .destinations
@@ -315,7 +316,7 @@ impl<S: EventStore, Q: DeliveryQueue, A: Archive> Processor<S, Q, A> {
             Ok(ClaimResult::Claimed) => {
                 counters.add("EventsProcessed", 1);
                 tracing::info!(
-                    event_key = %key,
+                    provider = %envelope.provider, event_id = envelope.event_id,
                     event_type = envelope.event_type,
                     destinations = destinations.len(),
                     "event claimed"
@@ -324,7 +325,7 @@ impl<S: EventStore, Q: DeliveryQueue, A: Archive> Processor<S, Q, A> {
             }
             Ok(ClaimResult::Existing(existing)) => existing,
             Err(e) => {
-                tracing::error!(event_key = %key, error = %e, "claim failed");
+                tracing::error!(provider = %envelope.provider, event_id = envelope.event_id, error = %e, "claim failed");
                 return Step::Fail;
             }
         };
@@ -332,13 +333,13 @@ impl<S: EventStore, Q: DeliveryQueue, A: Archive> Processor<S, Q, A> {
             ClaimOutcome::Claimed => unreachable!("decide() never answers Claimed"),
             ClaimOutcome::Duplicate => {
                 counters.add("Duplicates", 1);
-                tracing::info!(event_key = %key, "duplicate event: owned by another request");
+                tracing::info!(provider = %envelope.provider, event_id = envelope.event_id, "duplicate event: owned by another request");
                 Step::Done
             }
             ClaimOutcome::Conflict { stored_hash } => {
                 counters.add("PayloadConflicts", 1);
                 tracing::warn!(
-                    event_key = %key,
+                    provider = %envelope.provider, event_id = envelope.event_id,
                     stored_hash,
                     received_hash = envelope.payload_hash,
                     "payload conflict: same event id, different content; not processed"
@@ -347,7 +348,7 @@ impl<S: EventStore, Q: DeliveryQueue, A: Archive> Processor<S, Q, A> {
             }
             ClaimOutcome::InProgress => {
                 counters.add("ConcurrentDuplicates", 1);
-                tracing::info!(event_key = %key, "event in progress elsewhere; retry later");
+                tracing::info!(provider = %envelope.provider, event_id = envelope.event_id, "event in progress elsewhere; retry later");
                 Step::Fail
             }
             ClaimOutcome::Repair => {
@@ -362,18 +363,18 @@ impl<S: EventStore, Q: DeliveryQueue, A: Archive> Processor<S, Q, A> {
                     Ok(Some(g)) => g,
                     Ok(None) => {
                         counters.add("ConcurrentDuplicates", 1);
-                        tracing::info!(event_key = %key, "repair already in progress elsewhere; retry later");
+                        tracing::info!(provider = %envelope.provider, event_id = envelope.event_id, "repair already in progress elsewhere; retry later");
                         return Step::Fail;
                     }
                     Err(e) => {
-                        tracing::error!(event_key = %key, error = %e, "repair takeover failed");
+                        tracing::error!(provider = %envelope.provider, event_id = envelope.event_id, error = %e, "repair takeover failed");
                         return Step::Fail;
                     }
                 };
                 let attempted = match self.store.attempted(&key).await {
                     Ok(a) => a,
                     Err(e) => {
-                        tracing::error!(event_key = %key, error = %e, "cannot read deliveries for repair");
+                        tracing::error!(provider = %envelope.provider, event_id = envelope.event_id, error = %e, "cannot read deliveries for repair");
                         return Step::Fail;
                     }
                 };
@@ -387,7 +388,7 @@ impl<S: EventStore, Q: DeliveryQueue, A: Archive> Processor<S, Q, A> {
                     .collect();
                 counters.add("Repairs", 1);
                 tracing::info!(
-                    event_key = %key,
+                    provider = %envelope.provider, event_id = envelope.event_id,
                     generation,
                     pending = pending.len(),
                     "repairing an interrupted event: archiving it again and re-sending its unattempted deliveries"

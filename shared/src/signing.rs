@@ -2,6 +2,10 @@
 //! `webhook-id`, `webhook-timestamp` (Unix seconds) and `webhook-signature: v1,<base64 sig>` where
 //! sig = HMAC-SHA256(key, "{id}.{timestamp}.{body}") and the key is the base64 part of a
 //! `whsec_...` secret. Destinations verify with any Standard Webhooks library.
+//!
+//! During a rotation a destination has several secrets ([`Signer`]): every request then carries one
+//! `v1,` signature per secret, space-separated, as the specification allows, so the destination
+//! verifies with whichever secret it holds.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -43,6 +47,25 @@ impl SigningSecret {
     }
 }
 
+/// The secrets one destination is signed with: one, or several during a rotation (current first).
+#[derive(Clone, Debug)]
+pub struct Signer(Vec<SigningSecret>);
+
+impl Signer {
+    pub fn new(secrets: Vec<SigningSecret>) -> Self {
+        Self(secrets)
+    }
+
+    /// The `webhook-signature` header value: `v1,<sig>` for each secret, separated by spaces.
+    pub fn sign(&self, msg_id: &str, timestamp: u64, body: &[u8]) -> String {
+        self.0
+            .iter()
+            .map(|s| s.sign(msg_id, timestamp, body))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +87,23 @@ mod tests {
         assert!(SigningSecret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
         assert!(SigningSecret::parse("whsec_!!!").is_err());
         assert!(SigningSecret::parse("whsec_c2hvcnQ=").is_err());
+    }
+
+    #[test]
+    fn several_secrets_give_one_signature_each_space_separated() {
+        let a = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let b = SigningSecret::parse("whsec_c2VjcmV0LWtleS0wMTIzNDU2Nzg5YWJjZGVm").unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        let one = Signer::new(vec![a.clone()]).sign("msg_1", 1614265330, body);
+        assert_eq!(one, a.sign("msg_1", 1614265330, body));
+        let two = Signer::new(vec![a.clone(), b.clone()]).sign("msg_1", 1614265330, body);
+        assert_eq!(
+            two,
+            format!(
+                "{} {}",
+                a.sign("msg_1", 1614265330, body),
+                b.sign("msg_1", 1614265330, body)
+            )
+        );
     }
 }

@@ -1,22 +1,65 @@
 //! Structured JSON logs (CloudWatch Logs Insights can query the fields). Log lines never carry
-//! request bodies or header values: they may hold personal data.
+//! request bodies, header values or secrets: they may hold personal data.
+//!
+//! Levels: `LOG_LEVEL` applies to this project's code only (the library `kyc_relay` and the three
+//! function binaries). Every other crate logs at `warn` unless `RUST_LOG` names it: lambda_runtime
+//! logs whole invocation events at `trace` and the AWS SDK logs request and response bodies at
+//! `trace`, so turning the project up to `trace` must not turn them up too. The filter is a plain
+//! `Targets` list (no regex engine in the binaries).
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
 
-/// `LOG_LEVEL` (default `info`) or a full `RUST_LOG` filter.
+/// The log targets `LOG_LEVEL` governs: the library and the function binaries.
+pub const PROJECT_TARGETS: [&str; 4] = ["kyc_relay", "receiver", "consumer", "dispatcher"];
+
+/// The level of every crate that is not ours, unless `RUST_LOG` names it.
+pub const LIBRARY_LEVEL: LevelFilter = LevelFilter::WARN;
+
+/// The filter for `LOG_LEVEL` (`error`..`trace`, default `info`; an unknown value means `info`) and
+/// `RUST_LOG` (`target=level` pairs, comma-separated: each named target gets its level; a bare level
+/// applies to the project's targets, never to the libraries).
+pub fn filter(log_level: Option<&str>, rust_log: Option<&str>) -> Targets {
+    let mut project = log_level
+        .and_then(|l| l.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let named = rust_log.and_then(|spec| spec.parse::<Targets>().ok());
+    if let Some(level) = named.as_ref().and_then(Targets::default_level) {
+        project = level;
+    }
+    let mut targets = Targets::new()
+        .with_default(LIBRARY_LEVEL)
+        .with_targets(PROJECT_TARGETS.map(|t| (t, project)));
+    if let Some(named) = named {
+        targets = targets.with_targets(named.iter().map(|(t, l)| (t.to_string(), l)));
+    }
+    targets
+}
+
+/// The JSON log subscriber writing to `writer` (stdout in Lambda; a buffer in tests).
+pub fn subscriber<W>(filter: Targets, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_target(false)
+            .without_time() // CloudWatch timestamps every line already.
+            .with_writer(writer)
+            .with_filter(filter),
+    )
+}
+
+/// The one entry point all three functions call: `LOG_LEVEL` and `RUST_LOG` from the process.
 pub fn init() {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .or_else(|| std::env::var("LOG_LEVEL").ok())
-        .unwrap_or_else(|| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_target(false)
-        .without_time() // CloudWatch timestamps every line already.
-        .try_init();
+    let log_level = std::env::var("LOG_LEVEL").ok();
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = filter(log_level.as_deref(), rust_log.as_deref());
+    let _ = tracing::subscriber::set_global_default(subscriber(filter, std::io::stdout));
 }
 
 /// Per-invocation counters, emitted once as a CloudWatch Embedded Metric Format line (one log line
@@ -157,5 +200,50 @@ impl DestinationMetrics {
             }
             println!("{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+    use tracing_subscriber::filter::Targets;
+
+    fn enabled(t: &Targets, target: &str, level: Level) -> bool {
+        t.would_enable(target, &level)
+    }
+
+    #[test]
+    fn log_level_is_for_the_project_libraries_stay_at_warn() {
+        let t = filter(Some("trace"), None);
+        for target in ["kyc_relay", "kyc_relay::intake", "receiver", "dispatcher"] {
+            assert!(enabled(&t, target, Level::TRACE), "{target}");
+        }
+        for target in ["lambda_runtime", "aws_smithy_runtime", "hyper", "reqwest"] {
+            assert!(!enabled(&t, target, Level::INFO), "{target}");
+            assert!(enabled(&t, target, Level::WARN), "{target}");
+        }
+        let t = filter(None, None);
+        assert!(enabled(&t, "kyc_relay", Level::INFO));
+        assert!(!enabled(&t, "kyc_relay", Level::DEBUG));
+        let t = filter(Some("nonsense"), None);
+        assert!(enabled(&t, "kyc_relay", Level::INFO));
+    }
+
+    #[test]
+    fn rust_log_opens_only_the_libraries_it_names() {
+        let t = filter(Some("info"), Some("debug,aws_smithy_runtime=trace"));
+        assert!(
+            enabled(&t, "kyc_relay", Level::DEBUG),
+            "bare level: the project"
+        );
+        assert!(
+            enabled(&t, "aws_smithy_runtime", Level::TRACE),
+            "named library"
+        );
+        assert!(
+            !enabled(&t, "lambda_runtime", Level::INFO),
+            "unnamed library"
+        );
     }
 }

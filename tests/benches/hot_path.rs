@@ -7,8 +7,8 @@
 //! - `core`:    `Intake::handle` on a prebuilt `InboundRequest`, queue = no-op.
 //! - `core+ser`: the same, the queue serializes the envelope to JSON as the SQS adapter does
 //!   (everything the receiver does on the CPU except the SDK's request signing and I/O).
-//! - `adapter`: `lambda_http::request::from_str` of the API Gateway event + `apigw::handle`
-//!   (+ serialization): what one invocation costs inside the process, minus the Runtime API.
+//! - `adapter`: parsing the API Gateway event JSON + `apigw::handle` (+ serialization): what one
+//!   invocation costs inside the process, minus the Runtime API.
 //!
 //! Logging: the production JSON subscriber (info level, like `telemetry::init`) writing to a sink,
 //! so the accepted/refused log line's formatting is included. `BENCH_NO_LOG=1` leaves it out.
@@ -20,7 +20,6 @@ use kyc_relay::clock::SystemClock;
 use kyc_relay::envelope::Envelope;
 use kyc_relay::intake::{InboundRequest, Intake};
 use kyc_relay::queue::{IngestQueue, QueueError};
-use lambda_http::{Body, Request};
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -148,28 +147,48 @@ fn intake<Q: IngestQueue>(queue: Q, jwks_url: &str) -> Intake<Q> {
     Intake::from_env(&env, queue, http, Arc::new(SystemClock)).expect("config/local.env is valid")
 }
 
-fn body_of(req: &Request) -> &[u8] {
-    match req.body() {
-        Body::Text(t) => t.as_bytes(),
-        Body::Binary(b) => b,
-        _ => &[],
+/// The parts of a sample event that `apigw::handle` hands to `Intake::handle`.
+struct Parts {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+    base64: bool,
+    source_ip: Option<std::net::IpAddr>,
+}
+
+fn parts(event: &serde_json::Value) -> Parts {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    Parts {
+        method: text(&event["requestContext"]["http"]["method"]),
+        path: text(&event["rawPath"]),
+        headers: event["headers"]
+            .as_object()
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+            .unwrap_or_default(),
+        body: text(&event["body"]),
+        base64: event["isBase64Encoded"].as_bool().unwrap_or(false),
+        source_ip: event["requestContext"]["http"]["sourceIp"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok()),
     }
 }
 
-async fn core<Q: IngestQueue>(intake: &Intake<Q>, req: &Request, budget: Duration) -> Stats {
-    let source_ip = apigw::source_ip(req);
+fn inbound(p: &Parts) -> InboundRequest<'_> {
+    InboundRequest {
+        method: &p.method,
+        path: &p.path,
+        headers: &p.headers,
+        body: p.body.as_bytes(),
+        body_base64: p.base64,
+        source_ip: p.source_ip,
+        request_id: Some("sample-request-id"),
+    }
+}
+
+async fn core<Q: IngestQueue>(intake: &Intake<Q>, p: &Parts, budget: Duration) -> Stats {
     measure(budget, || async {
-        intake
-            .handle(black_box(InboundRequest {
-                method: req.method(),
-                path: req.uri().path(),
-                headers: req.headers(),
-                body: body_of(req),
-                source_ip,
-                request_id: Some("sample-request-id"),
-            }))
-            .await
-            .status
+        intake.handle(black_box(inbound(p))).await.status
     })
     .await
 }
@@ -179,7 +198,7 @@ fn main() {
         // As kyc_relay::telemetry::init, but into a sink.
         tracing_subscriber::fmt()
             .json()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
             .with_current_span(false)
             .with_span_list(false)
             .with_target(false)
@@ -218,22 +237,13 @@ fn main() {
         for case in CASES {
             let text = std::fs::read_to_string(repo_root().join("events/receiver").join(case.file))
                 .expect("event");
-            let req = lambda_http::request::from_str(&text).expect("API Gateway event");
+            let event: serde_json::Value = serde_json::from_str(&text).expect("API Gateway event");
+            let req = parts(&event);
             // Checks the expected status on both paths (and fills the JWKS cache) before timing.
-            let status = noop
-                .handle(InboundRequest {
-                    method: req.method(),
-                    path: req.uri().path(),
-                    headers: req.headers(),
-                    body: body_of(&req),
-                    source_ip: apigw::source_ip(&req),
-                    request_id: None,
-                })
-                .await
-                .status;
+            let status = noop.handle(inbound(&req)).await.status;
             assert_eq!(status, case.status, "{}", case.file);
-            let probe = apigw::handle(&ser, lambda_http::request::from_str(&text).unwrap()).await;
-            assert_eq!(probe.status().as_u16(), case.status, "{}", case.file);
+            let probe = apigw::handle(&ser, event.clone()).await;
+            assert_eq!(probe.status_code as u16, case.status, "{}", case.file);
 
             let lines = [
                 ("core", core(&noop, &req, budget).await),
@@ -241,8 +251,9 @@ fn main() {
                 (
                     "adapter",
                     measure(budget, || async {
-                        let req = lambda_http::request::from_str(black_box(&text)).unwrap();
-                        apigw::handle(&ser, req).await.status().as_u16()
+                        let event: serde_json::Value =
+                            serde_json::from_str(black_box(&text)).unwrap();
+                        apigw::handle(&ser, event).await.status_code as u16
                     })
                     .await,
                 ),

@@ -98,8 +98,8 @@ async fn receiver_latency(n: usize) {
     let warm = 10;
     // Warm-up (connections, endpoint resolution), and one envelope to size the raw messages.
     for i in 0..warm {
-        let r = apigw::handle(&intake, lambda_http::request::from_str(&event(i)).unwrap()).await;
-        assert_eq!(r.status(), 200);
+        let r = apigw::handle(&intake, serde_json::from_str(&event(i)).unwrap()).await;
+        assert_eq!(r.status_code, 200);
     }
     let sample = aws
         .sqs
@@ -156,9 +156,9 @@ async fn receiver_latency(n: usize) {
                 0 => raw_send().await.map(|_| ()).unwrap(),
                 1 => raw_send_attrs().await.map(|_| ()).unwrap(),
                 _ => {
-                    let req = lambda_http::request::from_str(&text).unwrap();
-                    let r = apigw::handle(&intake, req).await;
-                    assert_eq!(r.status(), 200);
+                    let event = serde_json::from_str(&text).unwrap();
+                    let r = apigw::handle(&intake, event).await;
+                    assert_eq!(r.status_code, 200);
                 }
             }
             wall[arm].push(t.elapsed());
@@ -180,7 +180,7 @@ async fn receiver_latency(n: usize) {
     for (name, s, cpu) in [
         ("raw SendMessage", &w, raw_cpu),
         ("raw SendMessage + 3 attributes", &a, attrs_cpu),
-        ("receiver (from_str + apigw::handle)", &r, recv_cpu),
+        ("receiver (JSON event + apigw::handle)", &r, recv_cpu),
     ] {
         println!(
             "{:<34} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>14.1}",
@@ -228,7 +228,11 @@ async fn consumer_cpu(n: usize, batch: usize) {
         ),
         // The Python peer keeps no archive either.
         archive: kyc_relay::archive::Off,
-        destinations: Destinations::parse(destinations).unwrap(),
+        destinations: Destinations::parse_with(
+            destinations,
+            kyc_relay::config::OutboundPolicy::local(),
+        )
+        .unwrap(),
         clock: Arc::new(SystemClock),
         lifetime: RecordLifetime {
             ttl_secs: 30 * 86_400,

@@ -2,7 +2,9 @@
 //! local configuration, and real HTTP peers on 127.0.0.1.
 
 pub mod counting;
+pub mod gateway;
 pub mod peer;
+pub mod runtime_api;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use kyc_relay::config::Env;
@@ -39,11 +41,11 @@ pub fn local_env() -> Env {
     Env::from_pairs(parse_env_file(&text))
 }
 
-/// A sample API Gateway event from `events/`, as lambda_http builds it from the raw payload.
-pub fn apigw_event(relative: &str) -> lambda_http::Request {
+/// A sample API Gateway event from `events/`, as the Lambda runtime hands it to the receiver.
+pub fn apigw_event(relative: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(repo_root().join("events").join(relative))
         .unwrap_or_else(|e| panic!("events/{relative}: {e}"));
-    lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("events/{relative}: {e}"))
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{relative}: {e}"))
 }
 
 pub fn read_json(relative: &str) -> serde_json::Value {
@@ -349,8 +351,11 @@ pub fn consumer_for(
             None,
         ),
         archive: archive(aws),
-        destinations: kyc_relay::destination::Destinations::parse(destinations)
-            .expect("valid destinations"),
+        destinations: kyc_relay::destination::Destinations::parse_with(
+            destinations,
+            kyc_relay::config::OutboundPolicy::local(),
+        )
+        .expect("valid destinations"),
         clock,
         lifetime: test_lifetime(),
     }
@@ -402,8 +407,11 @@ pub async fn dispatcher_with<Q: kyc_relay::delivery::DeliveryQueue>(
     settings: kyc_relay::dispatch::DispatcherSettings,
 ) -> TestDispatcher<Q> {
     let no_ssm: Option<&kyc_relay::aws::ssm::SsmSecrets> = None;
-    let destinations =
-        kyc_relay::destination::Destinations::parse(destinations).expect("valid destinations");
+    let destinations = kyc_relay::destination::Destinations::parse_with(
+        destinations,
+        kyc_relay::config::OutboundPolicy::local(),
+    )
+    .expect("valid destinations");
     let vault =
         kyc_relay::dispatch::credentials::Vault::resolve(&destinations, no_ssm, clock.clone())
             .await

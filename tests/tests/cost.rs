@@ -80,12 +80,8 @@ async fn one_webhook_with_one_destination_costs_2_write_units_and_a_duplicate_on
         raw["body"] =
             format!(r#"{{"interviewId":"cost-{i}","onboardingStatus":"ONBOARDING_FINISHED"}}"#)
                 .into();
-        let response = apigw::handle(
-            &intake,
-            lambda_http::request::from_str(&raw.to_string()).unwrap(),
-        )
-        .await;
-        assert_eq!(response.status(), 200);
+        let response = apigw::handle(&intake, raw).await;
+        assert_eq!(response.status_code, 200);
     }
 
     // Consumer: one batch, as the event source mapping would deliver it.
@@ -98,7 +94,11 @@ async fn one_webhook_with_one_destination_costs_2_write_units_and_a_duplicate_on
             None,
         ),
         archive: S3Archive::from_client(s3.clone(), aws.get("ARCHIVE_BUCKET")),
-        destinations: Destinations::parse(&destinations).unwrap(),
+        destinations: Destinations::parse_with(
+            &destinations,
+            kyc_relay::config::OutboundPolicy::local(),
+        )
+        .unwrap(),
         clock: clock.clone(),
         lifetime: test_lifetime(),
     };
@@ -120,7 +120,9 @@ async fn one_webhook_with_one_destination_costs_2_write_units_and_a_duplicate_on
 
     // Dispatcher: one batch of the ten jobs.
     let no_ssm: Option<&SsmSecrets> = None;
-    let parsed = Destinations::parse(&destinations).unwrap();
+    let parsed =
+        Destinations::parse_with(&destinations, kyc_relay::config::OutboundPolicy::local())
+            .unwrap();
     let vault = Vault::resolve(&parsed, no_ssm, clock.clone())
         .await
         .unwrap();

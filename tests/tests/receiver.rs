@@ -2,6 +2,8 @@
 //! 127.0.0.1: every sample under events/receiver/ gets the status its manifest names, accepted ones
 //! land on the ingest queue exactly as received, refused ones leave nothing behind.
 
+use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
+use aws_lambda_events::encodings::Body;
 use integration_tests::peer::{Answer, Peer};
 use integration_tests::{LocalAws, apigw_event, read_json, repo_root};
 use kyc_relay::aws::{apigw, sqs::SqsIngestQueue};
@@ -10,7 +12,6 @@ use kyc_relay::config::Env;
 use kyc_relay::envelope::Envelope;
 use kyc_relay::intake::Intake;
 use kyc_relay::verification::Check;
-use lambda_http::Body;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,10 +31,10 @@ fn intake(
     Intake::from_env(env, queue, http, clock).expect("valid test configuration")
 }
 
-fn body_text(body: &Body) -> String {
-    match body {
-        Body::Text(t) => t.clone(),
-        Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+fn body_text(response: &ApiGatewayV2httpResponse) -> String {
+    match &response.body {
+        Some(Body::Text(t)) => t.clone(),
+        Some(Body::Binary(b)) => String::from_utf8_lossy(b).into_owned(),
         _ => String::new(),
     }
 }
@@ -82,10 +83,10 @@ async fn every_sample_event_gets_its_documented_answer_and_only_accepted_ones_ar
         let want = expected["status"].as_u64().unwrap() as u16;
         let raw = read_json(&format!("events/receiver/{file}"));
         let response = apigw::handle(&intake, apigw_event(&format!("receiver/{file}"))).await;
-        let status = response.status().as_u16();
-        let body = body_text(response.body());
+        let status = response.status_code as u16;
+        let body = body_text(&response);
         let content_type = response
-            .headers()
+            .headers
             .get("content-type")
             .map(|v| v.to_str().unwrap().to_string());
         if status != want {
@@ -155,9 +156,9 @@ async fn envelopes_carry_the_parsed_event_and_how_it_was_verified() {
         apigw_event("receiver/incode-onboarding-status.json"),
     )
     .await;
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status_code, 200);
     let r = apigw::handle(&intake, apigw_event("receiver/idnow-jwt-body-rs256.json")).await;
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status_code, 200);
     let msgs = aws.drain(&queue).await;
     let envs: Vec<Envelope> = msgs
         .iter()
@@ -202,7 +203,7 @@ async fn a_retried_incode_webhook_gets_the_same_event_id() {
             apigw_event("receiver/incode-onboarding-status.json"),
         )
         .await;
-        assert_eq!(r.status(), 200);
+        assert_eq!(r.status_code, 200);
     }
     let msgs = aws.drain(aws.get("INGEST_QUEUE_URL")).await;
     assert_eq!(
@@ -236,8 +237,8 @@ async fn an_unavailable_queue_is_a_503_and_nothing_is_acknowledged() {
         apigw_event("receiver/incode-onboarding-status.json"),
     )
     .await;
-    assert_eq!(r.status(), 503);
-    assert!(body_text(r.body()).contains("unavailable"));
+    assert_eq!(r.status_code, 503);
+    assert!(body_text(&r).contains("unavailable"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,12 +251,7 @@ async fn jwks_is_cached_refreshed_on_unknown_kid_at_most_once_a_minute_and_outag
     let intake = intake(&env, &aws, Arc::new(clock.clone()));
     let send = |file: &'static str| {
         let intake = &intake;
-        async move {
-            apigw::handle(intake, apigw_event(file))
-                .await
-                .status()
-                .as_u16()
-        }
+        async move { apigw::handle(intake, apigw_event(file)).await.status_code as u16 }
     };
 
     assert_eq!(send("receiver/idnow-jwt-body-rs256.json").await, 200);
@@ -301,17 +297,16 @@ async fn jwks_is_cached_refreshed_on_unknown_kid_at_most_once_a_minute_and_outag
         .encode(r#"{"alg":"RS256","typ":"JWT","kid":"test-key-9"}"#);
     let rest = token.split_once('.').unwrap().1;
     raw["body"] = format!("{header}.{rest}").into();
-    let r = apigw::handle(
-        &intake,
-        lambda_http::request::from_str(&raw.to_string()).unwrap(),
-    )
-    .await;
-    assert_eq!(r.status(), 503, "unknown kid while the JWKS host is down");
+    let r = apigw::handle(&intake, raw).await;
+    assert_eq!(
+        r.status_code, 503,
+        "unknown kid while the JWKS host is down"
+    );
 
     // A receiver that never fetched the keys cannot verify while the host is down: 503, retry later.
     let fresh = intake_with_clock(&env, &aws, clock.clone());
     let r = apigw::handle(&fresh, apigw_event("receiver/idnow-jwt-body-rs256.json")).await;
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status_code, 503);
     assert_eq!(
         aws.drain(aws.get("INGEST_QUEUE_URL")).await.len(),
         4,
@@ -330,21 +325,19 @@ async fn a_token_from_the_token_endpoint_authenticates_a_webhook() {
     env.set("IDNOW_ENABLED", "false");
     let intake = intake(&env, &aws, Arc::new(SystemClock));
     let r = apigw::handle(&intake, apigw_event("receiver/oauth-token-basic.json")).await;
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["cache-control"], "no-store");
-    let token: serde_json::Value = serde_json::from_str(&body_text(r.body())).unwrap();
+    assert_eq!(r.status_code, 200);
+    assert_eq!(r.headers["cache-control"], "no-store");
+    let token: serde_json::Value = serde_json::from_str(&body_text(&r)).unwrap();
     assert_eq!(token["token_type"], "Bearer");
     assert_eq!(token["expires_in"], 3600);
     let access = token["access_token"].as_str().unwrap();
 
     let mut raw = read_json("events/receiver/incode-onboarding-status.json");
     raw["headers"]["authorization"] = format!("Bearer {access}").into();
-    let req = lambda_http::request::from_str(&raw.to_string()).unwrap();
-    assert_eq!(apigw::handle(&intake, req).await.status(), 200);
+    assert_eq!(apigw::handle(&intake, raw.clone()).await.status_code, 200);
 
     raw["headers"]["authorization"] = format!("Bearer {}x", access).into();
-    let req = lambda_http::request::from_str(&raw.to_string()).unwrap();
-    assert_eq!(apigw::handle(&intake, req).await.status(), 401);
+    assert_eq!(apigw::handle(&intake, raw).await.status_code, 401);
     assert_eq!(aws.drain(aws.get("INGEST_QUEUE_URL")).await.len(), 1);
 }
 
@@ -362,14 +355,381 @@ async fn with_only_rs256_configured_an_hs256_token_is_refused_for_its_algorithm(
         "receiver/idnow-jwt-body-hs256.json",
     ] {
         let r = apigw::handle(&intake, apigw_event(file)).await;
-        assert_eq!(r.status(), 401, "{file}");
+        assert_eq!(r.status_code, 401, "{file}");
         assert!(
-            body_text(r.body()).contains("JWT algorithm not accepted"),
+            body_text(&r).contains("JWT algorithm not accepted"),
             "{file}"
         );
     }
     assert_eq!(jwks.hits(), 0, "refused before any key lookup");
     let r = apigw::handle(&intake, apigw_event("receiver/hostile-idnow-alg-none.json")).await;
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status_code, 401);
     assert!(aws.drain(aws.get("INGEST_QUEUE_URL")).await.is_empty());
+}
+
+fn response_json(r: &ApiGatewayV2httpResponse) -> serde_json::Value {
+    serde_json::from_str(&body_text(r)).expect("JSON answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_body_in_its_worst_encoding_is_enqueued_and_parses_back() {
+    let aws = LocalAws::provision().await;
+    let mut env = aws.env();
+    env.set("IDNOW_ENABLED", "false");
+    let intake = intake(&env, &aws, Arc::new(SystemClock));
+    let queue_url = aws.get("INGEST_QUEUE_URL").to_string();
+
+    // Every queue of the template declares the 1 MiB limit, and the emulator's queue has it.
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    assert_eq!(
+        template.matches("Type: AWS::SQS::Queue").count(),
+        template.matches("MaximumMessageSize: 1048576").count(),
+        "every queue sets MaximumMessageSize explicitly"
+    );
+    let attrs = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize],
+        "1048576"
+    );
+
+    let file = "receiver/incode-largest-body-worst-encoding.json";
+    let raw = read_json(&format!("events/{file}"));
+    assert_eq!(request_body(&raw).len(), 65536, "the largest accepted body");
+    let r = apigw::handle(&intake, apigw_event(file)).await;
+    assert_eq!(r.status_code, 200, "{}", body_text(&r));
+    let messages = aws.drain(&queue_url).await;
+    assert_eq!(messages.len(), 1);
+    let body = messages[0].body().unwrap();
+    assert!(
+        body.len() > 256 * 1024,
+        "the envelope ({} bytes) would not fit SQS's default 256 KiB",
+        body.len()
+    );
+    let envelope: Envelope = serde_json::from_str(body).expect("the envelope parses back");
+    assert_eq!(envelope.raw_body, request_body(&raw));
+    assert_eq!(envelope.event["interviewId"], "6571d4f2e0a1b2c3d4e5f601");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nesting_and_key_lengths_are_enforced_to_the_documented_number() {
+    let aws = LocalAws::provision().await;
+    let mut env = aws.env();
+    env.set("IDNOW_ENABLED", "false");
+    let intake = intake(&env, &aws, Arc::new(SystemClock));
+    let base = read_json("events/receiver/incode-face-authentication.json");
+    let send = |body: String| {
+        let mut e = base.clone();
+        e["body"] = body.into();
+        let intake = &intake;
+        async move { apigw::handle(intake, e).await }
+    };
+    let max = kyc_relay::provider::MAX_JSON_DEPTH;
+    // The outer object is level 1.
+    let nested = |levels: usize| {
+        format!(
+            r#"{{"interviewId": "i", "a": {}{}}}"#,
+            "[".repeat(levels - 1),
+            "]".repeat(levels - 1)
+        )
+    };
+    assert_eq!(send(nested(max)).await.status_code, 200);
+    let r = send(nested(max + 1)).await;
+    assert_eq!(r.status_code, 400);
+    assert!(
+        response_json(&r)["message"]
+            .as_str()
+            .unwrap()
+            .contains("deeper than 64")
+    );
+
+    let id = |n: usize| format!(r#"{{"interviewId": "{}"}}"#, "é".repeat(n));
+    // Counted in characters (é is 2 bytes): MAX_ID_CHARS pass, one more does not.
+    let max_id = kyc_relay::provider::MAX_ID_CHARS;
+    assert_eq!(send(id(max_id)).await.status_code, 200);
+    let r = send(id(max_id + 1)).await;
+    assert_eq!(r.status_code, 400);
+    assert!(
+        response_json(&r)["message"]
+            .as_str()
+            .unwrap()
+            .contains("`interviewId`")
+    );
+    for bad in [
+        "a\u{202E}b",
+        "a\u{200B}b",
+        "a\u{FDD0}b",
+        "a\u{10FFFF}b",
+        "a\u{7}b",
+        "a\u{85}b",
+    ] {
+        let r = send(serde_json::json!({"interviewId": bad}).to_string()).await;
+        assert_eq!(r.status_code, 400, "{bad:?}");
+    }
+    // A lone surrogate escape is not JSON text the parser accepts.
+    assert_eq!(
+        send(r#"{"interviewId": "\ud800"}"#.into())
+            .await
+            .status_code,
+        400
+    );
+    assert_eq!(aws.drain(aws.get("INGEST_QUEUE_URL")).await.len(), 2);
+}
+
+/// A client secret with every character form-encoding changes (`+` `/` `=` `%`).
+const AWKWARD_SECRET: &str = "Zk+9/aQ=%41%zz+0123456789abcdefghijklmnop=";
+
+fn form_encode(s: &str) -> String {
+    url_encode(s)
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_endpoint_accepts_a_secret_raw_percent_encoded_or_in_the_form() {
+    let aws = LocalAws::provision().await;
+    let mut env = aws.env();
+    env.set("IDNOW_ENABLED", "false");
+    env.set("OAUTH_CLIENT_SECRET", AWKWARD_SECRET);
+    let intake = intake(&env, &aws, Arc::new(SystemClock));
+    let id = env.get("OAUTH_CLIENT_ID").unwrap().to_string();
+    let base = read_json("events/receiver/oauth-token-basic.json");
+    let token_request = |authorization: Option<String>, body: String| {
+        let mut e = base.clone();
+        match authorization {
+            Some(a) => e["headers"]["authorization"] = a.into(),
+            None => {
+                e["headers"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("authorization");
+            }
+        }
+        e["body"] = body.into();
+        let intake = &intake;
+        async move { apigw::handle(intake, e).await }
+    };
+    let grant = "grant_type=client_credentials".to_string();
+    let wrong = AWKWARD_SECRET.replace('Z', "Y");
+    for (secret, ok) in [(AWKWARD_SECRET, true), (wrong.as_str(), false)] {
+        let cases = [
+            ("raw Basic", Some(basic(&id, secret)), grant.clone()),
+            (
+                "percent-encoded Basic",
+                Some(basic(&form_encode(&id), &form_encode(secret))),
+                grant.clone(),
+            ),
+            (
+                "form body",
+                None,
+                format!(
+                    "grant_type=client_credentials&client_id={}&client_secret={}",
+                    form_encode(&id),
+                    form_encode(secret)
+                ),
+            ),
+        ];
+        for (how, authorization, body) in cases {
+            let r = token_request(authorization, body).await;
+            let json = response_json(&r);
+            if ok {
+                assert_eq!(r.status_code, 200, "{how}: {json}");
+                assert!(json["access_token"].is_string(), "{how}");
+            } else {
+                assert_eq!(r.status_code, 401, "{how}: {json}");
+                assert_eq!(json["error"], "invalid_client", "{how}");
+            }
+        }
+    }
+}
+
+/// Real OAuth clients (authlib, requests) against the receiver behind a local stand-in for API
+/// Gateway: the token each fetched authenticates a webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_oauth_clients_get_tokens_that_authenticate_webhooks() {
+    use base64::Engine;
+    let aws = LocalAws::provision().await;
+    let mut env = aws.env();
+    env.set("IDNOW_ENABLED", "false");
+    env.set("OAUTH_CLIENT_SECRET", AWKWARD_SECRET);
+    // The stand-in's source address is 127.0.0.1, in config/local.env's allowlist.
+    let intake = Arc::new(intake(&env, &aws, Arc::new(SystemClock)));
+    let base = integration_tests::gateway::serve(intake.clone()).await;
+    let id = env.get("OAUTH_CLIENT_ID").unwrap().to_string();
+    let client = |name: &str, secret: &str| {
+        let out = std::process::Command::new(repo_root().join(".venv/bin/python"))
+            .arg(repo_root().join("tests/reference/oauth_client.py"))
+            .args([&format!("{base}/oauth/token"), &id, secret, name])
+            .output()
+            .expect("run tests/reference/oauth_client.py");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let wrong = AWKWARD_SECRET.replace('Z', "Y");
+    for name in ["authlib-basic", "authlib-post", "requests-basic"] {
+        let got = client(name, AWKWARD_SECRET);
+        assert_eq!(got["status"], 200, "{name}: {got}");
+        if let Some(auth) = got["authorization"].as_str() {
+            // Record how the client encodes: these send the secret raw (no percent-encoding).
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim_start_matches("Basic "))
+                .unwrap();
+            assert_eq!(
+                String::from_utf8(decoded).unwrap(),
+                format!("{id}:{AWKWARD_SECRET}"),
+                "{name} sends the credentials unencoded"
+            );
+        }
+        let token = got["access_token"].as_str().unwrap();
+        let mut webhook = read_json("events/receiver/incode-onboarding-status.json");
+        webhook["headers"]["authorization"] = format!("Bearer {token}").into();
+        assert_eq!(
+            apigw::handle(&intake, webhook).await.status_code,
+            200,
+            "{name}"
+        );
+        let refused = client(name, &wrong);
+        assert_eq!(refused["status"], 401, "{name}: {refused}");
+        assert!(refused["access_token"].is_null());
+    }
+    assert_eq!(aws.drain(aws.get("INGEST_QUEUE_URL")).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_secrets_rotate_without_downtime() {
+    let aws = LocalAws::provision().await;
+    let local = aws.env();
+    let old = |k: &str| local.get(k).unwrap().to_string();
+    async fn status(intake: &Intake<SqsIngestQueue>, file: &str) -> i64 {
+        apigw::handle(intake, apigw_event(file)).await.status_code
+    }
+    let jwks = jwks_peer().await;
+    let rotated = |previous: bool| {
+        let mut env = local.clone();
+        env.set("IDNOW_JWKS_URL", jwks.url("/jwks.json"));
+        for var in [
+            "INCODE_SHARED_HEADER_VALUE",
+            "OAUTH_CLIENT_SECRET",
+            "IDNOW_JWT_SECRET",
+        ] {
+            env.set(
+                var,
+                format!("new-{}-0123456789abcdefghijklmnopqrstuvwxyz", var.len()),
+            );
+            if previous {
+                env.set(format!("{var}_PREVIOUS"), old(var));
+            }
+        }
+        intake(&env, &aws, Arc::new(SystemClock))
+    };
+    // The samples carry the old values (config/local.env).
+    let during = rotated(true);
+    let after = rotated(false);
+    for (file, refused) in [
+        ("receiver/incode-onboarding-status.json", 401), // shared header
+        ("receiver/oauth-token-basic.json", 401),        // client secret
+        ("receiver/idnow-jwt-body-hs256.json", 401),     // IDnow HS256 secret
+    ] {
+        assert_eq!(
+            status(&during, file).await,
+            200,
+            "{file} during the rotation"
+        );
+        assert_eq!(status(&after, file).await, refused, "{file} after it");
+    }
+
+    // Token signing keys: a token issued under the old key stays valid while it is the previous key.
+    let mut env = local.clone();
+    env.set("IDNOW_ENABLED", "false");
+    let before = intake(&env, &aws, Arc::new(SystemClock));
+    let r = apigw::handle(&before, apigw_event("receiver/oauth-token-basic.json")).await;
+    let token = response_json(&r)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new_key = "new-token-signing-key-0123456789abcdefghij";
+    env.set("OAUTH_TOKEN_SIGNING_KEY", new_key);
+    env.set(
+        "OAUTH_TOKEN_SIGNING_KEY_PREVIOUS",
+        old("OAUTH_TOKEN_SIGNING_KEY"),
+    );
+    let during = intake(&env, &aws, Arc::new(SystemClock));
+    env.set("OAUTH_TOKEN_SIGNING_KEY_PREVIOUS", "");
+    let after = intake(&env, &aws, Arc::new(SystemClock));
+    let mut webhook = read_json("events/receiver/incode-onboarding-status.json");
+    webhook["headers"]["authorization"] = format!("Bearer {token}").into();
+    assert_eq!(
+        apigw::handle(&during, webhook.clone()).await.status_code,
+        200
+    );
+    assert_eq!(apigw::handle(&after, webhook).await.status_code, 401);
+    aws.drain(aws.get("INGEST_QUEUE_URL")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_without_a_usable_key_or_too_large_means_keys_unavailable() {
+    let aws = LocalAws::provision().await;
+    let mut env = aws.env();
+    env.set("INCODE_ENABLED", "false");
+    let cases = [
+        // No key at all, only keys of other types, and a document over the 64 KiB cap.
+        Answer::json(200, r#"{"keys": []}"#),
+        Answer::json(
+            200,
+            r#"{"keys": [{"kty": "EC", "kid": "test-key-1", "crv": "P-256", "x": "AA", "y": "AA"}]}"#,
+        ),
+        Answer::json(
+            200,
+            std::fs::read_to_string(repo_root().join("events/keys/jwks.json"))
+                .unwrap()
+                .replacen(
+                    '{',
+                    &format!("{{\"padding\": \"{}\", ", "x".repeat(70_000)),
+                    1,
+                ),
+        ),
+    ];
+    for answer in cases {
+        let jwks = Peer::start(answer).await;
+        env.set("IDNOW_JWKS_URL", jwks.url("/jwks.json"));
+        let intake = intake(&env, &aws, Arc::new(SystemClock));
+        let r = apigw::handle(&intake, apigw_event("receiver/idnow-jwt-body-rs256.json")).await;
+        assert_eq!(r.status_code, 503, "IDnow retries a 503, drops a 401");
+        assert_eq!(response_json(&r)["message"], "signing keys unavailable");
+        assert_eq!(jwks.hits(), 1);
+    }
+    // The same document within the cap works (the check can fail).
+    let jwks = jwks_peer().await;
+    env.set("IDNOW_JWKS_URL", jwks.url("/jwks.json"));
+    let intake = intake(&env, &aws, Arc::new(SystemClock));
+    let r = apigw::handle(&intake, apigw_event("receiver/idnow-jwt-body-rs256.json")).await;
+    assert_eq!(r.status_code, 200);
 }

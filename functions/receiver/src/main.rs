@@ -1,10 +1,11 @@
-//! Receiver Lambda: wiring only. See `kyc_relay::intake` for what it does.
+//! Receiver Lambda: wiring only. See `kyc_relay::intake` for what it does, and
+//! `kyc_relay::aws::apigw` for why it runs on `lambda_runtime` rather than `lambda_http`.
 
 use kyc_relay::aws::{apigw, sdk_config, sqs::SqsIngestQueue, ssm::SsmSecrets};
 use kyc_relay::clock::SystemClock;
 use kyc_relay::config::{Env, resolve_secrets};
-use kyc_relay::intake::{Intake, RECEIVER_SECRETS};
-use lambda_http::{Error, Request, service_fn};
+use kyc_relay::intake::{Intake, RECEIVER_SECRETS, ReceiverSettings};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +15,11 @@ async fn init() -> Result<Intake<SqsIngestQueue>, Error> {
     // The SSM client is only built when a secret is named by SSM parameter (saves cold-start time).
     let ssm = (!env.ssm_secret_refs(RECEIVER_SECRETS)?.is_empty()).then(|| SsmSecrets::new(&aws));
     let env = resolve_secrets(env, RECEIVER_SECRETS, ssm.as_ref()).await?;
-    let queue = SqsIngestQueue::new(&aws, env.require("INGEST_QUEUE_URL")?);
+    let settings = ReceiverSettings::from_env(&env)?;
+    let queue = SqsIngestQueue::new(&aws, settings.ingest_queue_url.clone());
     // JWKS fetches must leave time to answer within IDnow's 10 s.
     let http = kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(4))?;
-    Ok(Intake::from_env(&env, queue, http, Arc::new(SystemClock))?)
+    Ok(Intake::new(settings, queue, http, Arc::new(SystemClock))?)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -27,8 +29,10 @@ async fn main() -> Result<(), Error> {
         tracing::error!(error = %e, "receiver init failed: refusing to start");
     })?;
     let intake = &intake;
-    lambda_http::run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(apigw::handle(intake, req).await)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            Ok::<_, Error>(apigw::handle(intake, event.payload).await)
+        },
+    ))
     .await
 }

@@ -10,7 +10,7 @@ use super::transport::{Post, Transport, TransportError};
 use crate::clock::Clock;
 use crate::config::{ConfigError, SecretSource};
 use crate::destination::{Auth, ClientAuth, Destinations, Secret};
-use crate::signing::SigningSecret;
+use crate::signing::{Signer, SigningSecret};
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use std::collections::HashMap;
@@ -31,7 +31,7 @@ pub(crate) struct OAuthClient {
 
 #[derive(Default)]
 pub(crate) struct Credentials {
-    pub(crate) signer: Option<SigningSecret>,
+    pub(crate) signer: Option<Signer>,
     pub(crate) oauth: Option<OAuthClient>,
 }
 
@@ -85,10 +85,21 @@ impl Vault {
         for d in destinations.iter() {
             let creds = match &d.auth {
                 None => Credentials::default(),
-                Some(Auth::StandardWebhooks { secret: s }) => Credentials {
-                    signer: Some(SigningSecret::parse(&secret(&d.id, s)?).map_err(|m| {
-                        ConfigError::new(format!("destinations[{}].auth.secret", d.id), m)
-                    })?),
+                Some(Auth::StandardWebhooks { secrets }) => Credentials {
+                    // One signature per secret during a rotation (current first).
+                    signer: Some(Signer::new(
+                        secrets
+                            .iter()
+                            .map(|s| {
+                                SigningSecret::parse(&secret(&d.id, s)?).map_err(|m| {
+                                    ConfigError::new(
+                                        format!("destinations[{}].auth.secret", d.id),
+                                        m,
+                                    )
+                                })
+                            })
+                            .collect::<Result<_, _>>()?,
+                    )),
                     oauth: None,
                 },
                 Some(Auth::Oauth2ClientCredentials {

@@ -6,35 +6,32 @@
 //! The event arrives either as the JSON body or as the `data` claim of a JWT body.
 
 use super::{
-    ParseError, ParsedEvent, as_object, canonical_json, optional_str, required_str, sha256_hex,
+    MAX_ID_CHARS, MAX_NAME_CHARS, ParseError, ParsedEvent, as_object, canonical_json, optional_key,
+    optional_str, required_key, sha256_hex,
 };
 use serde_json::Value;
 
 /// Fields that change from one delivery attempt of the same event to the next.
 const PER_DELIVERY_FIELDS: [&str; 1] = ["eventDeliverId"];
 
-const MAX_EVENT_ID_LEN: usize = 256;
-
 pub fn parse(event: &Value) -> Result<ParsedEvent, ParseError> {
     let obj = as_object(event)?;
-    let event_id = required_str(obj, "eventId")?;
-    if event_id.len() > MAX_EVENT_ID_LEN || event_id.chars().any(char::is_control) {
-        return Err(ParseError::invalid(
-            "eventId",
-            "a printable string of at most 256 characters",
-        ));
-    }
-    let event_name = required_str(obj, "eventName")?;
+    // Each of these becomes a DynamoDB key, an SQS message attribute or a log field.
+    let event_id = required_key(obj, "eventId", "eventId", MAX_ID_CHARS)?;
+    let event_name = required_key(obj, "eventName", "eventName", MAX_NAME_CHARS)?;
     optional_str(obj, "eventDeliverId")?;
     optional_str(obj, "createdAt")?;
 
     let (session_id, status) = match obj.get("payload") {
         None | Some(Value::Null) => (None, None),
         Some(Value::Object(payload)) => (
-            optional_str(payload, "sessionId")
-                .map_err(|_| ParseError::invalid("payload.sessionId", "a string"))?,
-            optional_str(payload, "sessionStatus")
-                .map_err(|_| ParseError::invalid("payload.sessionStatus", "a string"))?,
+            optional_key(payload, "sessionId", "payload.sessionId", MAX_ID_CHARS)?,
+            optional_key(
+                payload,
+                "sessionStatus",
+                "payload.sessionStatus",
+                MAX_NAME_CHARS,
+            )?,
         ),
         Some(_) => return Err(ParseError::invalid("payload", "an object")),
     };

@@ -8,7 +8,8 @@
 //! webhooks cannot collide in practice (128 bits).
 
 use super::{
-    ParseError, ParsedEvent, as_object, canonical_json, optional_str, required_str, sha256_hex,
+    MAX_ID_CHARS, MAX_NAME_CHARS, ParseError, ParsedEvent, as_object, canonical_json, optional_key,
+    optional_str, required_key, required_str, sha256_hex,
 };
 use serde_json::Value;
 
@@ -139,9 +140,10 @@ pub fn is_valid_slug(segment: &str) -> bool {
 
 pub fn parse(body: &Value, hint: TypeHint<'_>) -> Result<ParsedEvent, ParseError> {
     let obj = as_object(body)?;
-    let session_event = match optional_str(obj, "eventType")? {
+    // The session event names the status (a DynamoDB attribute and log field): validated as a key.
+    let session_event = match optional_key(obj, "eventType", "eventType", MAX_NAME_CHARS)? {
         Some(e) => Some(e),
-        None => optional_str(obj, "event_type")?,
+        None => optional_key(obj, "event_type", "event_type", MAX_NAME_CHARS)?,
     };
 
     // The path wins; an unknown path type is still accepted (Incode would otherwise retry a 400 for
@@ -160,29 +162,32 @@ pub fn parse(body: &Value, hint: TypeHint<'_>) -> Result<ParsedEvent, ParseError
     let mut status = None;
     let session_id = match known {
         Some(WebhookType::OnboardingStatus) => {
-            status = Some(required_str(obj, "onboardingStatus")?.to_string());
+            status = Some(
+                required_key(obj, "onboardingStatus", "onboardingStatus", MAX_NAME_CHARS)?
+                    .to_string(),
+            );
             optional_str(obj, "externalId")?;
-            Some(required_str(obj, "interviewId")?)
+            Some(interview_id(obj)?)
         }
         Some(WebhookType::WatchlistUpdated) => {
             required_str(obj, "search_id")?;
-            Some(required_str(obj, "interviewId")?)
+            Some(interview_id(obj)?)
         }
         Some(WebhookType::VideoSelfieUploaded) => {
             required_str(obj, "clientId")?;
             required_str(obj, "flowId")?;
-            Some(required_str(obj, "interviewId")?)
+            Some(interview_id(obj)?)
         }
         Some(t) if t.is_session_event() => {
             // The session webhooks' field names are not fully documented: eventType or event_type,
             // and the status is the event itself (SESSION_SUCCEEDED, ...).
             let event = session_event.ok_or_else(|| ParseError::missing("eventType"))?;
             status = Some(event.to_ascii_uppercase());
-            Some(required_str(obj, "interviewId")?)
+            Some(interview_id(obj)?)
         }
         // Types whose bodies Incode does not document, and unknown types: any JSON object, with the
         // interview id when there is one.
-        _ => optional_str(obj, "interviewId")?,
+        _ => optional_key(obj, "interviewId", "interviewId", MAX_ID_CHARS)?,
     };
 
     let canonical = canonical_json(body);
@@ -200,6 +205,11 @@ pub fn parse(body: &Value, hint: TypeHint<'_>) -> Result<ParsedEvent, ParseError
         payload_hash,
         event: body.clone(),
     })
+}
+
+/// The interview id is the session key (`incode#{interviewId}` in the sessions table, a log field).
+fn interview_id(obj: &serde_json::Map<String, Value>) -> Result<&str, ParseError> {
+    required_key(obj, "interviewId", "interviewId", MAX_ID_CHARS)
 }
 
 /// Recognises a webhook posted to the generic `/webhooks/incode` URL by its fields.

@@ -4,6 +4,11 @@
 //! at most once per `min_refresh` so a flood of tokens with made-up `kid`s cannot turn the receiver
 //! into a traffic amplifier against the JWKS host. Cached keys are also refreshed after `max_age`,
 //! so a key the provider withdrew stops being accepted.
+//!
+//! A fetch is bounded in size ([`MAX_JWKS_BYTES`], read with `http_client::read_capped`) and in
+//! time (the client's timeouts). A document without one usable key counts as a failed fetch: the
+//! previous keys stay in use, and a `kid` that cannot be looked up is "keys unavailable" (503, IDnow
+//! retries), never "unauthorized" (401, which IDnow drops).
 
 use crate::clock::Clock;
 use jsonwebtoken::DecodingKey;
@@ -11,6 +16,9 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
+
+/// Largest JWKS document read. A JWKS holds a few keys of under 2 KB each.
+pub const MAX_JWKS_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
@@ -108,11 +116,16 @@ impl JwksCache {
         if !response.status().is_success() {
             return Err(JwksError::Fetch(format!("HTTP {}", response.status())));
         }
-        let doc: serde_json::Value = response
-            .json()
+        let body = crate::http_client::read_capped(response, MAX_JWKS_BYTES)
             .await
-            .map_err(|e| JwksError::Invalid(e.without_url().to_string()))?;
-        parse_jwks(&doc)
+            .map_err(|e| JwksError::Fetch(e.to_string()))?;
+        let doc: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| JwksError::Invalid(format!("not JSON ({:?} error)", e.classify())))?;
+        let keys = parse_jwks(&doc)?;
+        if keys.is_empty() {
+            return Err(JwksError::Invalid("no usable RS256 signing key".into()));
+        }
+        Ok(keys)
     }
 }
 

@@ -3,15 +3,22 @@
 //! algorithms are accepted, so `alg: none` and algorithm confusion (an HS256 token "signed" with the
 //! RSA public key) fail before any signature is computed.
 //!
-//! Claims: `iss` and `aud` must equal the configured values; `exp` and `iat` are required; `nbf` is
-//! honoured when present. Time claims are checked against the injected clock with `leeway` seconds
-//! of tolerance for clock skew (default 60 s).
+//! Claims: `iss` must be a string equal to the configured issuer (an array holding it is refused)
+//! and `aud` must name the configured audience; `exp` and `iat` are required; `nbf` is honoured when
+//! present. Time claims are checked against the injected clock with `leeway` seconds of tolerance for
+//! clock skew (default 60 s). A header with `crit` is refused (RFC 7515 section 4.1.11: we implement
+//! no extension), and header and claims are parsed strictly (a duplicate key is refused), the same
+//! rules as for the tokens the receiver issues itself ([`super::oauth`]).
+//!
+//! HS256 accepts the current secret and, during a rotation, the previous one.
 
 use super::jwks::JwksCache;
 use super::{Check, Rejection};
 use crate::clock::Clock;
+use crate::provider::{MAX_JSON_DEPTH, parse_json_with_depth};
+use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, decode, decode_header};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -19,7 +26,8 @@ pub const MIN_HS256_SECRET_LEN: usize = 32;
 
 pub struct JwtVerifier {
     pub(crate) jwks: Option<JwksCache>,
-    pub(crate) hs256: Option<DecodingKey>,
+    /// Current secret first, then the previous one (rotation).
+    pub(crate) hs256: Vec<DecodingKey>,
     issuer: String,
     audience: String,
     leeway_secs: u64,
@@ -32,9 +40,10 @@ pub struct VerifiedJwt {
 }
 
 impl JwtVerifier {
+    /// `hs256_secrets`: the current secret, then optionally the previous one.
     pub fn new(
         jwks: Option<JwksCache>,
-        hs256_secret: Option<&[u8]>,
+        hs256_secrets: &[&[u8]],
         issuer: String,
         audience: String,
         leeway_secs: u64,
@@ -42,7 +51,10 @@ impl JwtVerifier {
     ) -> Self {
         Self {
             jwks,
-            hs256: hs256_secret.map(DecodingKey::from_secret),
+            hs256: hs256_secrets
+                .iter()
+                .map(|s| DecodingKey::from_secret(s))
+                .collect(),
             issuer,
             audience,
             leeway_secs,
@@ -53,8 +65,8 @@ impl JwtVerifier {
     pub async fn verify(&self, token: &str) -> Result<VerifiedJwt, Rejection> {
         let token = token.trim();
         // An unknown `alg` (including "none") does not even parse as a header.
-        let header = decode_header(token).map_err(|_| Rejection::Unauthorized("malformed JWT"))?;
-        let (key, check) = match (header.alg, &self.jwks, &self.hs256) {
+        let header = jose_header(token)?;
+        let (keys, check) = match (header.alg, &self.jwks, self.hs256.is_empty()) {
             (Algorithm::RS256, Some(jwks), _) => {
                 let kid = header
                     .kid
@@ -65,30 +77,83 @@ impl JwtVerifier {
                     Rejection::Unavailable("signing keys unavailable")
                 })?;
                 (
-                    key.ok_or(Rejection::Unauthorized("unknown JWT key id"))?,
+                    vec![key.ok_or(Rejection::Unauthorized("unknown JWT key id"))?],
                     Check::JwtRs256,
                 )
             }
-            (Algorithm::HS256, _, Some(secret)) => (secret.clone(), Check::JwtHs256),
+            (Algorithm::HS256, _, false) => (self.hs256.clone(), Check::JwtHs256),
             _ => return Err(Rejection::Unauthorized("JWT algorithm not accepted")),
         };
 
         let validation = validation(header.alg, &self.issuer, &self.audience, None);
-        let data = decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
-            Rejection::Unauthorized(match e.kind() {
-                ErrorKind::InvalidSignature => "JWT signature invalid",
-                ErrorKind::InvalidIssuer => "JWT issuer not accepted",
-                ErrorKind::InvalidAudience => "JWT audience not accepted",
-                ErrorKind::InvalidAlgorithm => "JWT algorithm not accepted",
-                ErrorKind::MissingRequiredClaim(_) => "JWT lacks a required claim",
-                _ => "invalid JWT",
-            })
-        })?;
-        check_times(&data.claims, self.clock.now_secs(), self.leeway_secs, true)?;
-        Ok(VerifiedJwt {
-            claims: data.claims,
-            check,
-        })
+        let mut result = Err(Rejection::Unauthorized("invalid JWT"));
+        // The current key first; the previous one only when the signature did not match.
+        for key in &keys {
+            result = decode::<Map<String, Value>>(token, key, &validation)
+                .map(|_| ())
+                .map_err(|e| {
+                    Rejection::Unauthorized(match e.kind() {
+                        ErrorKind::InvalidSignature => "JWT signature invalid",
+                        ErrorKind::InvalidIssuer => "JWT issuer not accepted",
+                        ErrorKind::InvalidAudience => "JWT audience not accepted",
+                        ErrorKind::InvalidAlgorithm => "JWT algorithm not accepted",
+                        ErrorKind::MissingRequiredClaim(_) => "JWT lacks a required claim",
+                        _ => "invalid JWT",
+                    })
+                });
+            if result != Err(Rejection::Unauthorized("JWT signature invalid")) {
+                break;
+            }
+        }
+        result?;
+        let claims = strict_claims(token)?;
+        check_issuer(&claims, &self.issuer)?;
+        check_times(&claims, self.clock.now_secs(), self.leeway_secs, true)?;
+        Ok(VerifiedJwt { claims, check })
+    }
+}
+
+/// The JOSE header, parsed strictly (no duplicate key) and without `crit`: RFC 7515 section 4.1.11
+/// says a recipient must refuse a `crit` naming an extension it does not implement, and we implement
+/// none.
+pub(crate) fn jose_header(token: &str) -> Result<Header, Rejection> {
+    let malformed = Rejection::Unauthorized("malformed JWT");
+    let segment = token.split('.').next().ok_or(malformed)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| malformed)?;
+    let value = parse_json_with_depth(&raw, 4).map_err(|_| malformed)?;
+    if value.get("crit").is_some() {
+        return Err(Rejection::Unauthorized(
+            "JWT names a critical extension (crit) this receiver does not implement",
+        ));
+    }
+    decode_header(token).map_err(|_| malformed)
+}
+
+/// The claims of a token whose signature was verified, parsed strictly: a duplicate key would let
+/// a reader that keeps the first value see another event than the one checked here. The event in
+/// `data` may nest [`MAX_JSON_DEPTH`] levels, one more for the claims object around it.
+pub(crate) fn strict_claims(token: &str) -> Result<Map<String, Value>, Rejection> {
+    let malformed = Rejection::Unauthorized("malformed JWT");
+    let segment = token.split('.').nth(1).ok_or(malformed)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| malformed)?;
+    match parse_json_with_depth(&raw, MAX_JSON_DEPTH + 1) {
+        Ok(Value::Object(claims)) => Ok(claims),
+        _ => Err(Rejection::Unauthorized(
+            "JWT claims are not a JSON object without duplicate keys",
+        )),
+    }
+}
+
+/// `iss` must be a string equal to `issuer`. jsonwebtoken also accepts an array that contains it
+/// (its `Issuer::Multiple`); RFC 7519 section 4.1.1 defines `iss` as one StringOrURI.
+pub(crate) fn check_issuer(claims: &Map<String, Value>, issuer: &str) -> Result<(), Rejection> {
+    match claims.get("iss") {
+        Some(Value::String(iss)) if iss == issuer => Ok(()),
+        _ => Err(Rejection::Unauthorized("JWT issuer not accepted")),
     }
 }
 

@@ -1,5 +1,7 @@
 //! A static header the provider sends with every webhook (Incode's "custom headers", an optional
-//! IDnow setting), compared in constant time.
+//! IDnow setting), compared in constant time. During a rotation two values are accepted: the current
+//! one and the previous one (`*_SHARED_HEADER_VALUE_PREVIOUS`), so the provider's dashboard and the
+//! relay need not change at the same instant.
 
 use super::{Rejection, digests_equal, secret_digest};
 use crate::config::ConfigError;
@@ -8,7 +10,8 @@ use http::{HeaderMap, HeaderName};
 #[derive(Clone)]
 pub struct SharedHeader {
     name: HeaderName,
-    digest: [u8; 32],
+    /// The current value's digest, then the previous value's during a rotation.
+    digests: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for SharedHeader {
@@ -20,20 +23,22 @@ impl std::fmt::Debug for SharedHeader {
 }
 
 impl SharedHeader {
-    pub fn new(name_var: &str, name: &str, value: &str) -> Result<Self, ConfigError> {
+    /// `values`: (variable, value) pairs, the current value first, then the previous one.
+    pub fn new(name_var: &str, name: &str, values: &[(&str, &str)]) -> Result<Self, ConfigError> {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             ConfigError::new(name_var, format!("{name:?} is not a valid header name"))
         })?;
-        if value.len() < 16 {
-            return Err(ConfigError::new(
-                name_var.replace("_NAME", "_VALUE"),
-                "shared header value must be at least 16 bytes (use a random secret)",
-            ));
+        let mut digests = Vec::with_capacity(values.len());
+        for (var, value) in values {
+            if value.len() < 16 {
+                return Err(ConfigError::new(
+                    *var,
+                    "shared header value must be at least 16 bytes (use a random secret)",
+                ));
+            }
+            digests.push(secret_digest(value.as_bytes()));
         }
-        Ok(Self {
-            name,
-            digest: secret_digest(value.as_bytes()),
-        })
+        Ok(Self { name, digests })
     }
 
     pub fn verify(&self, headers: &HeaderMap) -> Result<(), Rejection> {
@@ -41,7 +46,13 @@ impl SharedHeader {
         let (Some(value), None) = (values.next(), values.next()) else {
             return Err(Rejection::Unauthorized("shared header missing or repeated"));
         };
-        if digests_equal(&secret_digest(value.as_bytes()), &self.digest) {
+        let digest = secret_digest(value.as_bytes());
+        // Every accepted value is compared (no early exit): the timing does not tell which matched.
+        let matched = self
+            .digests
+            .iter()
+            .fold(false, |acc, d| acc | digests_equal(&digest, d));
+        if matched {
             Ok(())
         } else {
             Err(Rejection::Unauthorized("shared header mismatch"))
@@ -66,7 +77,8 @@ mod tests {
 
     #[test]
     fn compares_the_value_exactly() {
-        let s = SharedHeader::new("N", "X-Webhook-Secret", "0123456789abcdef-secret").unwrap();
+        let s = SharedHeader::new("N", "X-Webhook-Secret", &[("V", "0123456789abcdef-secret")])
+            .unwrap();
         assert!(
             s.verify(&headers(&[("x-webhook-secret", "0123456789abcdef-secret")]))
                 .is_ok()
@@ -93,8 +105,40 @@ mod tests {
     }
 
     #[test]
+    fn during_a_rotation_the_current_and_the_previous_value_pass() {
+        let s = SharedHeader::new(
+            "N",
+            "X-Webhook-Secret",
+            &[
+                ("V", "new-0123456789abcdef"),
+                ("V_PREVIOUS", "old-0123456789abcdef"),
+            ],
+        )
+        .unwrap();
+        assert!(
+            s.verify(&headers(&[("x-webhook-secret", "new-0123456789abcdef")]))
+                .is_ok()
+        );
+        assert!(
+            s.verify(&headers(&[("x-webhook-secret", "old-0123456789abcdef")]))
+                .is_ok()
+        );
+        assert!(
+            s.verify(&headers(&[("x-webhook-secret", "other-0123456789abcdef")]))
+                .is_err()
+        );
+    }
+
+    #[test]
     fn weak_or_invalid_configuration_is_refused() {
-        assert!(SharedHeader::new("N", "X-A", "short").is_err());
-        assert!(SharedHeader::new("N", "bad header", "0123456789abcdef").is_err());
+        assert!(SharedHeader::new("N", "X-A", &[("V", "short")]).is_err());
+        let e = SharedHeader::new(
+            "N",
+            "X-A",
+            &[("V", "0123456789abcdef"), ("V_PREVIOUS", "short")],
+        )
+        .unwrap_err();
+        assert_eq!(e.var, "V_PREVIOUS");
+        assert!(SharedHeader::new("N", "bad header", &[("V", "0123456789abcdef")]).is_err());
     }
 }
