@@ -47,9 +47,30 @@ impl CallBudget {
     };
 }
 
+impl CallBudget {
+    /// The budget with `AWS_CALL_ATTEMPT_TIMEOUT_MS` / `AWS_CALL_TIMEOUT_MS` applied when set: for a
+    /// local emulator that answers in seconds on a loaded machine (config/local.env sets them),
+    /// never needed in AWS. Unparsable values are ignored (the function's own budget applies).
+    pub fn from_env(self) -> Self {
+        let ms = |key: &str| {
+            std::env::var(key)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|v| *v > 0)
+                .map(Duration::from_millis)
+        };
+        Self {
+            attempt: ms("AWS_CALL_ATTEMPT_TIMEOUT_MS").unwrap_or(self.attempt),
+            operation: ms("AWS_CALL_TIMEOUT_MS").unwrap_or(self.operation),
+            ..self
+        }
+    }
+}
+
 /// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL` for
 /// the local emulator) with the function's call budget.
 pub async fn sdk_config(budget: CallBudget) -> aws_config::SdkConfig {
+    let budget = budget.from_env();
     aws_config::from_env()
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
