@@ -63,7 +63,7 @@ impl Transport for HttpTransport {
         for (name, value) in post.headers {
             request = request.header(name, value);
         }
-        let mut response = request.body(post.body).send().await.map_err(classify)?;
+        let response = request.body(post.body).send().await.map_err(classify)?;
         let header = |name| {
             response
                 .headers()
@@ -74,33 +74,17 @@ impl Transport for HttpTransport {
         let status = response.status().as_u16();
         let content_type = header(http::header::CONTENT_TYPE);
         let retry_after = header(http::header::RETRY_AFTER);
-        // Read (at most MAX_RESPONSE_BYTES) so the connection goes back to the pool; a larger or
-        // slower body is cut (the request's timeout bounds the whole exchange).
-        let mut body = Vec::new();
-        let mut read = 0;
-        let mut too_large = false;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    read += chunk.len();
-                    if read > MAX_RESPONSE_BYTES {
-                        too_large = true;
-                        break;
-                    }
-                    if post.want_body {
-                        body.extend_from_slice(&chunk);
-                    }
-                }
-                Ok(None) => break,
-                // The status line and headers arrived: the answer counts, whatever the body did.
-                Err(_) => break,
-            }
-        }
+        // Read (at most MAX_RESPONSE_BYTES) so the connection goes back to the pool. A larger body,
+        // or one that breaks off, leaves the reply without a body: the status line and headers
+        // arrived, so the answer counts whatever the body did.
+        let body = crate::http_client::read_capped(response, MAX_RESPONSE_BYTES)
+            .await
+            .ok();
         Ok(Reply {
             status,
             content_type,
             retry_after,
-            body: (post.want_body && !too_large).then_some(body),
+            body: body.filter(|_| post.want_body),
         })
     }
 }
