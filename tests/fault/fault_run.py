@@ -601,6 +601,9 @@ def main() -> int:
         if not args.keep:
             run.stop()
     args.report.write_text(json.dumps(report, indent=2))
+    if report.get("emulator_sends_per_s"):
+        report["throughput"]["per_emulator_send"] = round(report["throughput"]["events_per_s"]
+                                                          / report["emulator_sends_per_s"], 4)
     print_report(report)
     ok = (report["lost"] == 0 and report["parked_in_ingest_dlq"] == 0 and report["duplicates"]["unexplained"] == 0
           and report["sessions"]["regressed"] == 0)
@@ -725,6 +728,8 @@ def analyse(traffic: Traffic, dests: Destinations, cfg: dict, run: Run, storm: d
             "largest_item_bytes_approx": largest,
         },
         "counts": c,
+        # Relative to the emulator's own SQS sends per second (report["emulator_sends_per_s"]): how much
+        # of what the emulator can serve the pipeline turns into delivered events.
         "throughput": {"events_per_s": round(len(accepted) / seconds, 2)},
         "lag_ms": {d: {"p50": round(percentile(v, 50) or 0), "p99": round(percentile(v, 99) or 0), "n": len(v)}
                    for d, v in lag.items()},
