@@ -25,6 +25,10 @@ AWS would hold and scripts/check_deploy.py can compare it with the template:
   6. AWS::S3::Bucket: BucketEncryption, LifecycleConfiguration and Tags are ignored (the bucket reads
      back AES256, no lifecycle, no tags). Fixed: stored through ministack's own PutBucketEncryption,
      PutBucketLifecycleConfiguration and PutBucketTagging (bodies from scripts/cfn_s3.py).
+  7. AWS::CloudWatch::Alarm: an alarm on a metric-math or Metrics Insights query (`Metrics`, which
+     AWS has supported since 2022 and template.yaml's lag and paused alarms use) is refused. Fixed:
+     stored as PutMetricAlarm stores it (Metrics, no MetricName/Namespace/Statistic/Period); the
+     emulator never evaluates it, as it never evaluates a query.
 
 Known and not fixed here (reported by the check or documented in docs/deploy.md): IAM is stored, not
 enforced; a deploy without CAPABILITY_IAM is not refused; DeleteStack ignores deletion protection;
@@ -272,6 +276,39 @@ def _function_fix(result, props):
     return result
 
 
+# --- 7. CloudWatch alarms on a query (Metrics) -----------------------------------------------------
+
+_QUERY_ONLY = ("MetricName", "Namespace", "Statistic", "ExtendedStatistic", "Period", "Unit", "Dimensions")
+
+
+def _query(q: dict) -> dict:
+    out = dict(q)
+    if "Period" in out:
+        out["Period"] = _num(out["Period"], int)
+    if "ReturnData" in out:
+        out["ReturnData"] = _bool(out["ReturnData"])
+    return out
+
+
+def _patch_query_alarms(provisioners) -> None:
+    original = provisioners._cw_metric_alarm_record
+
+    @functools.wraps(original)
+    def record(name, props):
+        if not props.get("Metrics"):
+            return original(name, props)
+        # ministack's record for everything but the metric (actions, threshold, state), then the
+        # fields a query alarm has instead, as DescribeAlarms returns them on AWS.
+        stand_in = {k: v for k, v in props.items() if k not in ("Metrics", *_QUERY_ONLY)}
+        alarm = original(name, {**stand_in, "MetricName": "-", "Namespace": "-"})
+        for key in _QUERY_ONLY:
+            alarm.pop(key, None)
+        alarm["Metrics"] = [_query(q) for q in props["Metrics"]]
+        return alarm
+
+    provisioners._cw_metric_alarm_record = record
+
+
 # --- wiring -------------------------------------------------------------------------------------------
 
 _FIXES = {
@@ -306,6 +343,7 @@ def apply() -> None:
                  "(scripts/requirements-ministack.txt pins it; run scripts/bootstrap.sh ministack)")
     from ministack.services.cloudformation import provisioners
 
+    _patch_query_alarms(provisioners)
     for rtype, fix in _FIXES.items():
         handlers = provisioners._RESOURCE_HANDLERS[rtype]
         handlers["create"] = _wrap_create(handlers["create"], fix)
