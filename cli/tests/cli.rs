@@ -232,7 +232,7 @@ fn idnow_at(id: &str, name: &str, session: &str, status: &str, at_ms: u64) -> En
     e
 }
 
-fn deliveries_of<'a>(event: &'a Value) -> &'a Vec<Value> {
+fn deliveries_of(event: &Value) -> &Vec<Value> {
     event["deliveries"].as_array().expect("deliveries")
 }
 
