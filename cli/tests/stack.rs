@@ -45,11 +45,13 @@ fn kyc(args: &[&str]) -> (i32, Value, String) {
     )
 }
 
-/// Logical IDs of a type in template.yaml (a plain scan of `Type:` lines of top-level resources).
+/// Logical IDs of a type in the deployed template (a plain scan of the `Type:` lines of top-level
+/// resources): template.yaml, or `KYC_RELAY_DEPLOY_TEMPLATE` when another one was deployed.
 fn template_resources(of_type: &str) -> Vec<String> {
-    let text =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"))
-            .unwrap();
+    let path = std::env::var_os("KYC_RELAY_DEPLOY_TEMPLATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = Vec::new();
     let mut current = None;
     for line in text.lines() {

@@ -1,8 +1,10 @@
 //! CloudWatch: the queues' `ApproximateAgeOfOldestMessage` (SQS publishes it once a minute; locally
 //! nothing does) and the stack's alarms in ALARM.
 
-use crate::error::{Result, sdk};
+use crate::error::{CliError, Result};
 use aws_sdk_cloudwatch::Client;
+use aws_sdk_cloudwatch::config::http::HttpResponse;
+use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StateValue};
 use std::collections::BTreeMap;
@@ -45,7 +47,7 @@ pub async fn oldest_ages(
     let out = request
         .send()
         .await
-        .map_err(|e| sdk("CloudWatch GetMetricData", e))?;
+        .map_err(|e| brief("CloudWatch GetMetricData", e))?;
     let mut ages = BTreeMap::new();
     for result in out.metric_data_results() {
         let Some(i) = result
@@ -93,7 +95,7 @@ pub async fn firing(
         let out = request
             .send()
             .await
-            .map_err(|e| sdk("CloudWatch DescribeAlarms", e))?;
+            .map_err(|e| brief("CloudWatch DescribeAlarms", e))?;
         for a in out.metric_alarms() {
             firing.push(FiringAlarm {
                 name: a.alarm_name().unwrap_or_default().to_string(),
@@ -117,4 +119,20 @@ pub async fn firing(
     }
     firing.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(firing)
+}
+
+/// A one-line reason: `status` shows it as a note (ages and alarms are optional there), and an
+/// emulator that does not serve CloudWatch answers with a whole HTML page.
+fn brief<E>(what: &str, e: SdkError<E, HttpResponse>) -> CliError
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let detail = match (e.code(), e.message(), status) {
+        (Some(c), Some(m), _) => format!("{c}: {m}"),
+        (Some(c), None, _) => c.to_string(),
+        (None, _, Some(s)) => format!("HTTP {s} (not served at this endpoint?)"),
+        _ => e.to_string(),
+    };
+    CliError::failed(format!("{what}: {detail}"))
 }
