@@ -252,7 +252,7 @@ pub async fn pass(
     let mut scan = Scan::new(&sqs, url, scan_visibility(d.visible, per_sec));
     let bar = ctx.ui.bar(Some(d.visible), what);
     let mut out = Pass::default();
-    let result: Result<()> = async {
+    let work = async {
         loop {
             let batch = scan.next_batch().await?;
             if batch.is_empty() {
@@ -302,8 +302,15 @@ pub async fn pass(
                 }
             }
         }
-    }
-    .await;
+    };
+    // Ctrl-C stops the pass between two calls and still releases what it held (else those
+    // messages would stay invisible for the rest of the pass's visibility timeout).
+    let result: Result<()> = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(CliError::failed(
+            "interrupted: the messages held were released; what was moved stays moved",
+        )),
+    };
     out.unreleased = scan.release().await;
     bar.finish_and_clear();
     if out.unreleased > 0 && !ctx.ui.json {
