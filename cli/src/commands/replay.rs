@@ -525,6 +525,9 @@ async fn send(
             expires_at_secs,
         };
         let dkey = key.delivery(&job.destination, Some(replay_id));
+        // The pace applies to marker and job together, so a marker waits for its job no longer
+        // than one call.
+        limiter.wait().await;
         match records.mark_replay(&dkey, &marker).await {
             Ok(false) => {
                 job.action = "already_sent";
@@ -537,7 +540,6 @@ async fn send(
                 continue;
             }
         }
-        limiter.wait().await;
         let delivery_job = DeliveryJob {
             v: JOB_VERSION,
             delivery_id: job.webhook_id.clone(),
