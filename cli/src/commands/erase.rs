@@ -1,0 +1,301 @@
+//! `erase --session PROVIDER SESSION_ID`: the right to erasure. Removes
+//! 1. the session's lines from every archive object its records list (and, with `--since/--until`,
+//!    from every object of those archive hours: copies of events whose records already expired),
+//!    rewriting each object without them and deleting an object left empty;
+//! 2. the session's messages in both DLQs (their bodies are the webhooks);
+//! 3. its records (`RecordReader::erase_partition`: every item of the session's partition).
+//!
+//! Records go last: they list the archive objects, so an erasure interrupted halfway finds them
+//! again when run again. The erasure is logged without personal data: an audit item in the records
+//! table (partition `audit#erasure`, never expiring) with SHA-256(provider, 0, session id), the
+//! counts and the time.
+//!
+//! Erase a session once its deliveries are final: a job still queued carries the webhook and, when
+//! the dispatcher handles it, writes its delivery item again (the tool warns).
+
+use super::dlq::{Action, Filter, pass};
+use crate::args::{DlqName, EraseArgs};
+use crate::aws::table::{AUDIT_PK, AuditEntry, write_audit};
+use crate::ctx::Ctx;
+use crate::error::{CliError, Result};
+use crate::target::QueueRole;
+use crate::ui::time_range;
+use kyc_relay::archive::{Archive, ArchiveStore, hour_prefix};
+use kyc_relay::provider::{Provider, sha256_hex};
+use kyc_relay::records::{DeliveryStatus, RecordReader, session_pk};
+use serde_json::json;
+use std::collections::BTreeSet;
+
+const HOUR_MS: u64 = 3_600_000;
+
+#[derive(serde::Deserialize)]
+struct Who {
+    provider: Provider,
+    #[serde(default)]
+    session_id: Option<String>,
+}
+
+/// The object's lines without the session's; `(kept body, removed, unreadable)`.
+fn without_session(body: &[u8], provider: Provider, session: &str) -> (Vec<u8>, usize, usize) {
+    let mut kept = Vec::with_capacity(body.len());
+    let (mut removed, mut unreadable) = (0, 0);
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Who>(line) {
+            Ok(w) if w.provider == provider && w.session_id.as_deref() == Some(session) => {
+                removed += 1;
+                continue;
+            }
+            Ok(_) => {}
+            // Kept (it cannot be told whose it is) and counted, so the operator can look.
+            Err(_) => unreadable += 1,
+        }
+        kept.extend_from_slice(line);
+        kept.push(b'\n');
+    }
+    (kept, removed, unreadable)
+}
+
+pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
+    let [provider, session] = a.session.as_slice() else {
+        return Err(CliError::usage("--session takes PROVIDER SESSION_ID"));
+    };
+    let provider: Provider = provider.parse().map_err(CliError::usage)?;
+    let session = session.as_str();
+    let now = ctx.now_ms();
+    let (since, until) = time_range(a.since.as_deref(), a.until.as_deref(), now)?;
+    let pk = session_pk(provider, session);
+    let records = ctx.records()?;
+    let events = records.partition(&pk).await?;
+    let mut warnings = Vec::new();
+    let open = events
+        .iter()
+        .flat_map(|e| {
+            super::deliveries(e).into_iter().filter(|d| {
+                d.state != DeliveryStatus::Delivered.as_str()
+                    && d.state != DeliveryStatus::Failed.as_str()
+            })
+        })
+        .count();
+    if open > 0 {
+        warnings.push(format!(
+            "{open} delivery(ies) of this session are not final: jobs still queued carry the webhook and write their delivery items again"
+        ));
+    }
+
+    // 1. Which archive objects hold the session's lines.
+    let mut objects: BTreeSet<String> = events
+        .iter()
+        .flat_map(|e| e.event.archive.iter().cloned())
+        .collect();
+    let archive = match ctx.res.archive_bucket {
+        Some(_) => Some(ctx.archive()?),
+        None => {
+            warnings.push("no archive bucket: nothing archived to erase".into());
+            None
+        }
+    };
+    if let (Some(store), Some(s), Some(u)) = (&archive, since, until) {
+        let mut h = s - s % HOUR_MS;
+        let bar = ctx
+            .ui
+            .bar(Some((u - h).div_ceil(HOUR_MS)), "listing archive hours");
+        while h < u {
+            objects.extend(store.list(&hour_prefix(h), None).await?);
+            h += HOUR_MS;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+    }
+    let mut plan: Vec<(String, usize, bool)> = Vec::new(); // object, lines removed, emptied
+    let mut unreadable = 0;
+    if let Some(store) = &archive {
+        let bar = ctx
+            .ui
+            .bar(Some(objects.len() as u64), "reading archive objects");
+        for object in &objects {
+            bar.inc(1);
+            let Some(body) = store.get(object).await? else {
+                continue;
+            };
+            let (kept, removed, bad) = without_session(&body, provider, session);
+            unreadable += bad;
+            if removed > 0 {
+                plan.push((object.clone(), removed, kept.is_empty()));
+            }
+        }
+        bar.finish_and_clear();
+    }
+    if unreadable > 0 {
+        warnings.push(format!(
+            "{unreadable} archive line(s) could not be read and were kept"
+        ));
+    }
+    let lines: usize = plan.iter().map(|p| p.1).sum();
+
+    // 2. DLQ copies (listed now, deleted below).
+    let mut dlq_found = Vec::new();
+    for q in [DlqName::Ingest, DlqName::Delivery] {
+        let role = match q {
+            DlqName::Ingest => QueueRole::IngestDlq,
+            DlqName::Delivery => QueueRole::DeliveryDlq,
+        };
+        if ctx.res.queue(role).is_err() {
+            continue;
+        }
+        let p = pass(
+            ctx,
+            &Filter::session(q, provider, session),
+            None,
+            None,
+            Action::Keep,
+            "reading the DLQ",
+        )
+        .await?;
+        dlq_found.push((q, p.matched.len()));
+    }
+    let dlq_n: usize = dlq_found.iter().map(|(_, n)| n).sum();
+    let items: usize = events.iter().map(|e| 1 + e.deliveries.len()).sum();
+
+    if events.is_empty() && lines == 0 && dlq_n == 0 {
+        return Err(CliError::not_found(format!(
+            "nothing of {provider} session {session:?} found: no records{}, no DLQ message (nothing erased)",
+            if since.is_some() {
+                ", no archived line in the hours searched"
+            } else {
+                " (pass --since/--until to search the archive for copies older than the records)"
+            }
+        )));
+    }
+    let subject = sha256_hex(&[provider.as_str().as_bytes(), session.as_bytes()]);
+    let summary = format!(
+        "{} event(s) ({} record item(s)), {lines} archive line(s) in {} object(s) ({} to delete, {} to rewrite), {dlq_n} DLQ message(s)",
+        events.len(),
+        items,
+        plan.len(),
+        plan.iter().filter(|p| p.2).count(),
+        plan.iter().filter(|p| !p.2).count(),
+    );
+    if !ctx.ui.json {
+        for w in &warnings {
+            eprintln!("kyc-relay: warning: {w}");
+        }
+    }
+    if a.dry_run {
+        if ctx.ui.json {
+            ctx.json(json!({
+                "dry_run": true, "subject": subject, "events": events.len(), "record_items": items,
+                "archive_lines": lines, "archive_objects": plan.iter().map(|p| json!({"object": p.0, "lines": p.1, "delete": p.2})).collect::<Vec<_>>(),
+                "dlq_messages": dlq_n, "warnings": warnings,
+            }));
+        } else {
+            println!("dry run: erasing {provider} session {session} would remove {summary}");
+        }
+        return Ok(());
+    }
+    ctx.ui
+        .confirm(&format!("Erase {provider} session {session}: {summary}?"))?;
+
+    // 1. Archive.
+    let (mut rewritten, mut deleted, mut removed_lines) = (0u64, 0u64, 0u64);
+    if let Some(store) = &archive {
+        let bar = ctx.ui.bar(Some(plan.len() as u64), "erasing archive lines");
+        for (object, _, _) in &plan {
+            bar.inc(1);
+            // Read again: the object is rewritten from what it holds now.
+            let Some(body) = store.get(object).await? else {
+                continue;
+            };
+            let (kept, removed, _) = without_session(&body, provider, session);
+            if removed == 0 {
+                continue;
+            }
+            if kept.is_empty() {
+                store.delete(object).await?;
+                deleted += 1;
+            } else {
+                store.put(object, kept).await?;
+                rewritten += 1;
+            }
+            removed_lines += removed as u64;
+        }
+        bar.finish_and_clear();
+    }
+    // 2. DLQs.
+    let mut dlq_deleted = 0u64;
+    for (q, n) in &dlq_found {
+        if *n == 0 {
+            continue;
+        }
+        let p = pass(
+            ctx,
+            &Filter::session(*q, provider, session),
+            None,
+            None,
+            Action::Delete,
+            "erasing DLQ messages",
+        )
+        .await?;
+        dlq_deleted += p.moved.len() as u64;
+        if !p.failed.is_empty() {
+            return Err(CliError::failed(format!(
+                "{} DLQ message(s) of the session could not be deleted; run erase again",
+                p.failed.len()
+            )));
+        }
+    }
+    // 3. Records.
+    let record_items = records.erase_partition(&pk).await? as u64;
+    // 4. The audit item.
+    let counts = [
+        ("events", events.len() as u64),
+        ("record_items", record_items),
+        ("archive_lines", removed_lines),
+        ("objects_rewritten", rewritten),
+        ("objects_deleted", deleted),
+        ("dlq_messages", dlq_deleted),
+    ];
+    let sk = write_audit(
+        &ctx.ddb(),
+        ctx.res.table()?,
+        &AuditEntry {
+            at_ms: now,
+            subject: &subject,
+            provider,
+            counts: &counts,
+        },
+    )
+    .await?;
+    if ctx.ui.json {
+        let mut doc = json!({
+            "dry_run": false, "subject": subject, "audit": {"pk": AUDIT_PK, "sk": sk}, "warnings": warnings,
+        });
+        for (k, v) in counts {
+            doc[k] = json!(v);
+        }
+        ctx.json(doc);
+    } else {
+        println!(
+            "erased {provider} session {session}: {record_items} record item(s), {removed_lines} archive line(s) ({rewritten} object(s) rewritten, {deleted} deleted), {dlq_deleted} DLQ message(s)"
+        );
+        println!("logged as {AUDIT_PK} / {sk} (subject = SHA-256 of provider and session id)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_sessions_lines_go_and_the_others_stay_byte_for_byte() {
+        let a = br#"{"provider":"idnow","session_id":"s1","x":1}"#;
+        let b = br#"{"provider":"idnow", "session_id":"s2","raw_body":"{\"a\": 1}"}"#;
+        let c = br#"{"provider":"incode","session_id":"s1"}"#;
+        let body = [&a[..], b"\n", b, b"\n", c, b"\nnot json\n"].concat();
+        let (kept, removed, bad) = without_session(&body, Provider::Idnow, "s1");
+        assert_eq!((removed, bad), (1, 1));
+        assert_eq!(kept, [&b[..], b"\n", c, b"\nnot json\n"].concat());
+        let (kept, removed, _) = without_session(&[&a[..], b"\n"].concat(), Provider::Idnow, "s1");
+        assert_eq!((kept.len(), removed), (0, 1));
+    }
+}
