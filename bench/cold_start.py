@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Cold start of the three functions: process start to the first Lambda Runtime API `GET .../next`.
+"""Cold start of the three functions against their floor: process start to the first Lambda Runtime
+API `GET .../next`.
 
 Serves a mock Runtime API on 127.0.0.1, spawns each release binary N times with a valid
 configuration (config/local.env, dummy queue URLs and table names, DESTINATIONS_CONFIG inline; no
@@ -7,8 +8,10 @@ AWS endpoint: init makes no AWS calls unless `*_SSM` names are given), and recor
 - ms from just before `Popen` to the arrival of `GET /2018-06-01/runtime/invocation/next`;
 - CPU time the process had used by then (sum of /proc/<pid>/task/*/schedstat, ns precision);
 - peak RSS by then (/proc/<pid>/status VmHWM); the process is then killed (SIGKILL).
-The `probe` line is a 20-line C program doing only connect + GET /next: the harness's own cost
-(fork/exec, dynamic loading of libc, one loopback connection), to subtract mentally.
+The floor is `empty-handler` (bench/empty-handler: an empty `lambda_runtime` handler built with the
+same release profile, in the same bin dir), measured in the same run; each function's median is also
+given as a multiple of the floor's. The `probe` line is a 20-line C program doing only connect + GET
+/next: the harness's own cost (fork/exec, dynamic loading of libc, one loopback connection).
 
 Standard library only. Usage (from the repository root, after `cargo build --release --bins`):
   python3 bench/cold_start.py [--runs 30] [--bin-dir target/release] [--inherit-env] [--set KEY=VALUE ...]
@@ -128,8 +131,9 @@ def function_env(name: str, api: str, inherit: bool) -> dict[str, str]:
         "INGEST_QUEUE_URL": "https://sqs.eu-central-1.amazonaws.com/123456789012/kyc-relay-ingest",
         "DELIVERY_QUEUE_URL": "https://sqs.eu-central-1.amazonaws.com/123456789012/kyc-relay-delivery",
         "DELIVERY_DLQ_URL": "https://sqs.eu-central-1.amazonaws.com/123456789012/kyc-relay-delivery-dlq",
-        "EVENTS_TABLE": "kyc-relay-events",
-        "SESSIONS_TABLE": "kyc-relay-sessions",
+        "RETRY_QUEUE_URL": "https://sqs.eu-central-1.amazonaws.com/123456789012/kyc-relay-delivery-retry",
+        "RECORDS_TABLE": "kyc-relay-records",
+        "ARCHIVE_BUCKET": "kyc-relay-archive-123456789012",
         "DESTINATIONS_CONFIG": json.dumps({"destinations": [
             {"id": "crm", "url": "https://crm.internal.example/kyc", "retry_policy": "incode"},
             {"id": "bi", "url": "https://bi.internal.example/kyc", "providers": ["idnow"], "retry_policy": "idnow"},
@@ -153,10 +157,46 @@ def proc_facts(pid: int) -> tuple[int, int]:
     return cpu, hwm
 
 
+class CpuCap:
+    """Lambda's CPU share at a memory size (MB / 1769 of one vCPU), emulated with a CFS bandwidth
+    limit on a cgroup of our own (v2 `cpu.max`, or v1 `cpu.cfs_quota_us`); needs root. Each spawned
+    process joins it between fork and exec. Lambda does not document its CFS period: `period_ms`
+    is an assumption, and the figure is a model of the throttled case, not a Lambda measurement."""
+
+    def __init__(self, memory_mb: int, period_ms: float):
+        self.memory_mb, self.period_ms = memory_mb, period_ms
+        period_us = int(period_ms * 1000)
+        quota_us = max(1000, int(period_us * memory_mb / 1769))
+        name = f"kyc-relay-bench-{os.getpid()}"
+        v2, v1 = Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/cpu")
+        if (v2 / "cgroup.controllers").exists():
+            self.dir = v2 / name
+            self.dir.mkdir()
+            (self.dir / "cpu.max").write_text(f"{quota_us} {period_us}")
+        else:
+            self.dir = v1 / name
+            self.dir.mkdir()
+            (self.dir / "cpu.cfs_period_us").write_text(str(period_us))
+            (self.dir / "cpu.cfs_quota_us").write_text(str(quota_us))
+        self.procs = str(self.dir / "cgroup.procs")
+        self.share = quota_us / period_us
+
+    def join(self) -> None:  # in the child, before exec
+        with open(self.procs, "w") as f:
+            f.write(str(os.getpid()))
+
+    def close(self) -> None:
+        self.dir.rmdir()
+
+
+CAP: CpuCap | None = None
+
+
 def run_once(server: RuntimeApi, argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     with tempfile.TemporaryFile() as out:
         t0 = time.perf_counter_ns()
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=CAP.join if CAP else None)
         try:
             deadline = time.monotonic() + 10
             while True:
@@ -201,7 +241,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3, help="uncounted runs per binary (page cache)")
     ap.add_argument("--bin-dir", default=str(ROOT / "target/release"))
-    ap.add_argument("--binaries", nargs="+", default=["receiver", "consumer", "dispatcher"])
+    ap.add_argument("--binaries", nargs="+", default=["empty-handler", "receiver", "consumer", "dispatcher"],
+                    help="the first is the floor the others are compared with")
+    ap.add_argument("--memory-mb", type=int,
+                    help="cap each process's CPU at Lambda's share for this memory size (MB/1769 of a vCPU, "
+                         "CFS bandwidth limit on a cgroup of its own; needs root)")
+    ap.add_argument("--cfs-period-ms", type=float, default=20.0,
+                    help="CFS period of --memory-mb (Lambda's is not documented; an assumption)")
     ap.add_argument("--inherit-env", action="store_true")
     ap.add_argument("--print-env", metavar="NAME",
                     help="print the environment given to function NAME (shell-quoted KEY=VALUE lines; Runtime API "
@@ -229,11 +275,26 @@ def main() -> int:
             exe = Path(args.bin_dir) / name / "bootstrap"  # cargo lambda layout
         targets.append((name, [str(exe)], function_env(name, api, args.inherit_env) | extra))
 
+    global CAP
+    if args.memory_mb:
+        CAP = CpuCap(args.memory_mb, args.cfs_period_ms)
     print(f"cold start: {args.runs} runs per binary after {args.warmup} warm-up runs; "
           f"env: {'inherited + Lambda-like' if args.inherit_env else 'Lambda-like, minimal'}"
-          f"{' + ' + ' '.join(args.set) if args.set else ''}; bin dir {args.bin_dir}")
+          f"{' + ' + ' '.join(args.set) if args.set else ''}; bin dir {args.bin_dir}"
+          + (f"; CPU capped at {CAP.share:.3f} vCPU ({args.memory_mb} MB, CFS period {args.cfs_period_ms:g} ms)"
+             if CAP else ""))
+    try:
+        report(args, server, targets)
+    finally:
+        if CAP:
+            CAP.close()
+    return 0
+
+
+def report(args, server: RuntimeApi, targets) -> None:
     print(f"{'binary':<26} {'size MB':>8} {'median ms':>10} {'p90 ms':>8} {'min ms':>8} {'max ms':>8} "
-          f"{'CPU ms (med)':>13} {'VmHWM MB (med/max)':>19}")
+          f"{'CPU ms (med)':>13} {'VmHWM MB (med/max)':>19} {'x floor':>8}")
+    floor = None
     for name, argv, env in targets:
         for _ in range(args.warmup):
             run_once(server, argv, env)
@@ -242,9 +303,13 @@ def main() -> int:
         cpu = [r[1] for r in runs]
         hwm = [r[2] / 1024 for r in runs]
         size = os.path.getsize(argv[0]) / 1e6
-        print(f"{name:<26} {size:>8.2f} {statistics.median(ms):>10.2f} {pct(ms, 0.9):>8.2f} {min(ms):>8.2f} "
-              f"{max(ms):>8.2f} {statistics.median(cpu):>13.2f} {statistics.median(hwm):>11.1f}/{max(hwm):.1f}")
-    return 0
+        median = statistics.median(ms)
+        if name == args.binaries[0]:
+            floor = median
+        ratio = f"{median / floor:>8.2f}" if floor and not name.startswith("probe") else f"{'':>8}"
+        print(f"{name:<26} {size:>8.2f} {median:>10.2f} {pct(ms, 0.9):>8.2f} {min(ms):>8.2f} "
+              f"{max(ms):>8.2f} {statistics.median(cpu):>13.2f} {statistics.median(hwm):>11.1f}/{max(hwm):<7.1f}"
+              f"{ratio}")
 
 
 if __name__ == "__main__":

@@ -4,17 +4,31 @@
 # runs the Rust bench against it, then the Powertools consumer on the same records, and stops moto
 # whatever happens.
 #
-# Usage: bench/run.sh [receiver] [consumer] [python]    (default: all three)
+# Usage: bench/run.sh [receiver] [consumer] [python] [cpu [ARGS...]]   (default: the first three)
 #   receiver  receiver latency vs one raw SendMessage   (cargo bench ... --bench moto -- receiver)
 #   consumer  Rust consumer CPU and AWS calls per event (cargo bench ... --bench moto -- consumer)
 #   python    the Powertools consumer on the records the Rust consumer bench wrote
+#   cpu       CPU and instructions per event through the release binaries (bench/function_cpu.py;
+#             the rest of the arguments go to it; needs `cargo build --release --bins` first)
 # BENCH_N (default 200) and BENCH_BATCH (default 10) size the runs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-want=("$@")
+want=()
+cpu_args=()
+while [[ $# -gt 0 ]]; do
+  if [[ $1 == cpu ]]; then
+    want+=(cpu)
+    shift
+    cpu_args=("$@")
+    break
+  fi
+  want+=("$1")
+  shift
+done
 [[ ${#want[@]} -eq 0 ]] && want=(receiver consumer python)
+set -- "${want[@]}" ${cpu_args[@]+"${cpu_args[@]}"}
 has() { local w; for w in "${want[@]}"; do [[ $w == "$1" ]] && return 0; done; return 1; }
 
 # Once, around the whole run: the emulator (and the venvs).
@@ -31,6 +45,10 @@ has receiver && rust+=(receiver)
 has consumer && rust+=(consumer)
 if [[ ${#rust[@]} -gt 0 ]]; then
   cargo bench -p integration-tests --bench moto -- "${rust[@]}"
+fi
+
+if has cpu; then
+  .venv/bin/python bench/function_cpu.py ${cpu_args[@]+"${cpu_args[@]}"}
 fi
 
 if has python; then

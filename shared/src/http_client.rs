@@ -97,6 +97,9 @@ impl Resolve for GuardedResolver {
 
 pub fn build(connect_timeout: Duration, timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        // Roots loaded on the first handshake, shared with the SDK (`crate::tls`); reqwest's own
+        // rustls set-up loads the platform store (bundle and directory) when the client is built.
+        .tls_backend_preconfigured(crate::tls::client_config())
         .connect_timeout(connect_timeout)
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())

@@ -24,4 +24,5 @@ pub mod records;
 pub mod retry;
 pub mod signing;
 pub mod telemetry;
+pub mod tls;
 pub mod verification;

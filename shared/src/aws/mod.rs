@@ -69,9 +69,26 @@ impl CallBudget {
 
 /// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL` for
 /// the local emulator) with the function's call budget.
+///
+/// Cold start (BENCHMARKS.md): when `AWS_ACCESS_KEY_ID` is set (Lambda always sets it, with the
+/// execution role's keys and session token), credentials come from the environment variables alone:
+/// the default chain would also build an STS client for web identity (and with it a TLS connector
+/// and the whole root store) and read profile files. Likewise the region is `AWS_REGION` when set
+/// (Lambda sets it), so the region chain is not built. Without those variables (a developer's
+/// machine, a container with an instance role, SSO profiles) the default chains apply unchanged.
+/// The HTTPS client trusts [`crate::tls::roots`] and is built on the first request ([`https_client`]).
 pub async fn sdk_config(budget: CallBudget) -> aws_config::SdkConfig {
     let budget = budget.from_env();
-    aws_config::from_env()
+    let mut loader = aws_config::from_env().http_client(https_client());
+    if env_set("AWS_ACCESS_KEY_ID") {
+        loader = loader.credentials_provider(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        );
+    }
+    if let Some(region) = std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()) {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    loader
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .connect_timeout(budget.connect)
@@ -84,4 +101,64 @@ pub async fn sdk_config(budget: CallBudget) -> aws_config::SdkConfig {
         )
         .load()
         .await
+}
+
+/// Whether `key` is set to a non-empty value.
+fn env_set(key: &str) -> bool {
+    std::env::var_os(key).is_some_and(|v| !v.is_empty())
+}
+
+/// The SDK's own HTTPS client (hyper 1 + rustls, aws-lc), trusting [`crate::tls::roots`], built when
+/// the first request asks for a connector. The SDK's default client builds a connector, with the
+/// platform's root store, every time a service client is created (to load the certificates "at
+/// client initialization"), then again for its first request: five root-store parses at the
+/// consumer's cold start. Here all service clients of the function share one connector per
+/// timeout setting, and the roots are read once, on the first AWS call.
+pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_runtime_api::client::http::SharedHttpClient::new(OnFirstRequest(
+        std::sync::OnceLock::new(),
+    ))
+}
+
+#[derive(Debug)]
+struct OnFirstRequest(std::sync::OnceLock<aws_smithy_runtime_api::client::http::SharedHttpClient>);
+
+impl aws_smithy_runtime_api::client::http::HttpClient for OnFirstRequest {
+    fn http_connector(
+        &self,
+        settings: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+        components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+    ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+        use aws_smithy_http_client::tls;
+        self.0
+            .get_or_init(|| {
+                let trust = tls::TrustStore::empty().with_pem_certificate(crate::tls::roots_pem());
+                let context = tls::TlsContext::builder()
+                    .with_trust_store(trust)
+                    .build()
+                    .expect("a TLS context without extra server names always builds");
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(
+                        tls::rustls_provider::CryptoMode::AwsLc,
+                    ))
+                    .tls_context(context)
+                    .build_https()
+            })
+            .http_connector(settings, components)
+    }
+
+    // `validate_base_client_config` keeps its default (nothing): the SDK's client uses it to build a
+    // connector early, which is exactly what this client defers.
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        // What the SDK's hyper client reports (it goes into the user agent).
+        Some(
+            aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata::new(
+                "hyper",
+                Some(std::borrow::Cow::Borrowed("1.x")),
+            ),
+        )
+    }
 }

@@ -3,15 +3,24 @@
 use crate::config::{ConfigError, SecretSource};
 use std::collections::HashMap;
 
+/// The SSM client is built on the first fetch: a function whose secrets are all plain values never
+/// builds it (building an SDK client is a measurable part of a cold start, BENCHMARKS.md).
 pub struct SsmSecrets {
-    client: aws_sdk_ssm::Client,
+    aws: aws_config::SdkConfig,
+    client: std::sync::OnceLock<aws_sdk_ssm::Client>,
 }
 
 impl SsmSecrets {
     pub fn new(aws: &aws_config::SdkConfig) -> Self {
         Self {
-            client: aws_sdk_ssm::Client::new(aws),
+            aws: aws.clone(),
+            client: std::sync::OnceLock::new(),
         }
+    }
+
+    fn client(&self) -> &aws_sdk_ssm::Client {
+        self.client
+            .get_or_init(|| aws_sdk_ssm::Client::new(&self.aws))
     }
 }
 
@@ -21,7 +30,7 @@ impl SecretSource for SsmSecrets {
         // GetParameters takes at most 10 names per call.
         for chunk in names.chunks(10) {
             let out = self
-                .client
+                .client()
                 .get_parameters()
                 .set_names(Some(chunk.to_vec()))
                 .with_decryption(true)
