@@ -32,6 +32,11 @@
    queue attribute for it, counting delayed and in-flight messages over the whole queue, once per
    message received: with thousands of messages queued every receive timed out (the fault run's
    consumer and dispatcher stopped receiving at 7 000 queued messages).
+7. Deleting a message holds the queue's lock. moto's `Queue.delete_message` rebuilds the message
+   list without it while `SendMessage` appends under it: a message sent during a delete was
+   acknowledged and then dropped with the old list (the 10 000-event fault run lost 7 delivery jobs
+   that way: sent, acknowledged, never received). A receive pass holds the same lock, so moving a
+   message to the DLQ cannot race a delete either.
 
 Everything else is moto's own server unchanged (same flags as `moto_server`).
 """
@@ -70,7 +75,9 @@ def _receive_one_at_a_time(self, queue_name, count, wait_seconds_timeout, visibi
                            message_attribute_names=None, *args, **kwargs):
     deadline = time.monotonic() + (wait_seconds_timeout or 0)
     while True:
-        with _receive_lock:  # one pass (no waiting) at a time: a message is marked received once
+        # One pass (no waiting) at a time, so a message is marked received once; under the queue's
+        # own lock, so no send or delete changes the list meanwhile (fix 7).
+        with _receive_lock, self.get_queue(queue_name)._messages_lock:
             result = _receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names, *args, **kwargs)
         left = deadline - time.monotonic()
         if result or left <= 0:
@@ -88,6 +95,18 @@ def _within_retention(self, queue_name, message):
 
 
 SQSBackend.is_message_valid_based_on_retention_period = _within_retention
+
+
+_delete = Queue.delete_message
+
+
+@functools.wraps(_delete)
+def _delete_under_lock(self, receipt_handle):
+    with self._messages_lock:
+        return _delete(self, receipt_handle)
+
+
+Queue.delete_message = _delete_under_lock
 
 
 class _VisibleMessages:
