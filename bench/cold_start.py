@@ -13,7 +13,7 @@ same release profile, in the same bin dir), measured in the same run; each funct
 given as a multiple of the floor's. The `probe` line is a 20-line C program doing only connect + GET
 /next: the harness's own cost (fork/exec, dynamic loading of libc, one loopback connection).
 
-Standard library only. Usage (from the repository root, after `cargo build --release --bins`):
+Standard library only. Usage (from the repository root, after `cargo build --release --bins && cargo build --release -p empty-handler`: two builds, so the functions get the features they are deployed with):
   python3 bench/cold_start.py [--runs 30] [--bin-dir target/release] [--inherit-env] [--set KEY=VALUE ...]
 `--inherit-env` passes this shell's environment through (e.g. SSL_CERT_FILE/SSL_CERT_DIR, which
 this machine sets and Lambda does not); by default the environment is Lambda-like and minimal.

@@ -28,7 +28,7 @@ which a busy machine does not change. With --profile-bin-dir (binaries with symb
 --profile profiling --bins`) the callgrind runs use those binaries and print callgrind_annotate's top
 entries (inclusive) for the consumer and the dispatcher.
 
-Usage (from the repository root, after `cargo build --release --bins`):
+Usage (from the repository root, after `cargo build --release --bins && cargo build --release -p empty-handler`: two builds, so the functions get the features they are deployed with):
   bench/run.sh cpu                       # = scripts/with-local-aws.sh .venv/bin/python bench/function_cpu.py
   .venv/bin/python bench/function_cpu.py [--sessions 100] [--callgrind] [--profile-bin-dir target/profiling]
 """
@@ -504,7 +504,7 @@ def main() -> int:
     for b in ("receiver", "consumer", "dispatcher", "empty-handler"):
         for d in {bin_dir, cg_dir} if args.callgrind else {bin_dir}:
             if not (d / b).exists():
-                sys.exit(f"{d / b} missing: cargo build --release --bins (or --profile profiling for {cg_dir})")
+                sys.exit(f"{d / b} missing: cargo build --release --bins && cargo build --release -p empty-handler (or --profile profiling for {cg_dir})")
 
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
     jwks = Jwks()

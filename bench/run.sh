@@ -9,7 +9,7 @@
 #   consumer  Rust consumer CPU and AWS calls per event (cargo bench ... --bench moto -- consumer)
 #   python    the Powertools consumer on the records the Rust consumer bench wrote
 #   cpu       CPU and instructions per event through the release binaries (bench/function_cpu.py;
-#             the rest of the arguments go to it; needs `cargo build --release --bins` first)
+#             the rest of the arguments go to it; needs `cargo build --release --bins && cargo build --release -p empty-handler` first)
 # BENCH_N (default 200) and BENCH_BATCH (default 10) size the runs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
