@@ -55,6 +55,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
+
+from cold_start import parse_env_file  # bench/, this script's directory, is on sys.path
 import jwt  # PyJWT, in .venv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,15 +72,6 @@ def log(msg: str) -> None:
     print(f"function_cpu: {msg}", file=sys.stderr, flush=True)
 
 
-def parse_env_file(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        k, v = line.removeprefix("export ").split("=", 1)
-        env[k.strip()] = v.strip().strip("'\"")
-    return env
 
 
 LOCAL = parse_env_file(ROOT / "config/local.env")

@@ -79,6 +79,19 @@ pub struct FiringAlarm {
     pub since_ms: Option<u64>,
 }
 
+impl FiringAlarm {
+    /// Metric and composite alarms are different SDK types with the same three fields.
+    fn new(name: Option<&str>, reason: Option<&str>, since: Option<&DateTime>) -> Self {
+        Self {
+            name: name.unwrap_or_default().to_string(),
+            reason: reason.unwrap_or_default().to_string(),
+            since_ms: since
+                .and_then(|t| t.to_millis().ok())
+                .map(|t| t.max(0) as u64),
+        }
+    }
+}
+
 /// Which of these alarms are in ALARM.
 pub async fn firing(
     sdk_config: &aws_config::SdkConfig,
@@ -97,24 +110,18 @@ pub async fn firing(
             .await
             .map_err(|e| brief("CloudWatch DescribeAlarms", e))?;
         for a in out.metric_alarms() {
-            firing.push(FiringAlarm {
-                name: a.alarm_name().unwrap_or_default().to_string(),
-                reason: a.state_reason().unwrap_or_default().to_string(),
-                since_ms: a
-                    .state_updated_timestamp()
-                    .and_then(|t| t.to_millis().ok())
-                    .map(|t| t.max(0) as u64),
-            });
+            firing.push(FiringAlarm::new(
+                a.alarm_name(),
+                a.state_reason(),
+                a.state_updated_timestamp(),
+            ));
         }
         for a in out.composite_alarms() {
-            firing.push(FiringAlarm {
-                name: a.alarm_name().unwrap_or_default().to_string(),
-                reason: a.state_reason().unwrap_or_default().to_string(),
-                since_ms: a
-                    .state_updated_timestamp()
-                    .and_then(|t| t.to_millis().ok())
-                    .map(|t| t.max(0) as u64),
-            });
+            firing.push(FiringAlarm::new(
+                a.alarm_name(),
+                a.state_reason(),
+                a.state_updated_timestamp(),
+            ));
         }
     }
     firing.sort_by(|a, b| a.name.cmp(&b.name));
