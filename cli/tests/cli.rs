@@ -4,18 +4,17 @@
 //!
 //! Run with `scripts/with-local-aws.sh cargo test -p kyc-relay-cli`.
 
+use integration_tests::lanes::{self, UndelayedQueue};
 use integration_tests::peer::{Answer, Peer};
 use integration_tests::{
     LocalAws, TestConsumer, TestDispatcher, archive, consumer_for, delivery_queue, dispatcher_for,
     idnow_envelope, incode_envelope, record,
 };
 use kyc_relay::archive::{ArchiveStore, Utc, decode};
-use kyc_relay::aws::sqs::SqsDeliveryQueue;
 use kyc_relay::clock::{Clock, ManualClock, SystemClock};
-use kyc_relay::delivery::{DeliveryJob, DeliveryQueue, Lane, Scheduled, delivery_id};
+use kyc_relay::delivery::{DeliveryJob, DeliveryQueue, Lane, delivery_id};
 use kyc_relay::dispatch::JobRecord;
 use kyc_relay::envelope::Envelope;
-use kyc_relay::queue::QueueError;
 use kyc_relay::records::EventKey;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -24,30 +23,11 @@ use std::sync::Arc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kyc-relay");
 
-/// The delivery queues with every delay dropped: the manual clock, moved to each job's due time by
-/// [`Rig::drive`], decides when a job is due, not SQS.
-#[derive(Clone)]
-struct NoDelay(SqsDeliveryQueue);
-
-impl DeliveryQueue for NoDelay {
-    async fn schedule(&self, jobs: Vec<Scheduled>) -> Vec<Result<(), QueueError>> {
-        let jobs = jobs
-            .into_iter()
-            .map(|s| Scheduled { delay_secs: 0, ..s })
-            .collect();
-        self.0.schedule(jobs).await
-    }
-
-    async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), QueueError> {
-        self.0.dead_letter(job).await
-    }
-}
-
 struct Rig {
     aws: LocalAws,
     clock: ManualClock,
     consumer: TestConsumer,
-    dispatcher: TestDispatcher<NoDelay>,
+    dispatcher: TestDispatcher<UndelayedQueue>,
     env_file: PathBuf,
     _dir: TempDir,
 }
@@ -89,7 +69,7 @@ impl Rig {
         let consumer = consumer_for(&aws, destinations, Arc::new(clock.clone()));
         let dispatcher = dispatcher_for(
             &aws,
-            NoDelay(delivery_queue(&aws)),
+            UndelayedQueue::new(&aws, clock.clone()),
             destinations,
             Arc::new(clock.clone()),
         )
@@ -124,58 +104,10 @@ impl Rig {
     /// Plays Lambda's two SQS triggers: hands every job of either lane to the dispatcher, one at a
     /// time, moving the clock to its due time. Returns how many jobs were handled.
     async fn drive(&self) -> usize {
-        let lanes = [
-            (Lane::Fast, self.aws.get("DELIVERY_QUEUE_URL").to_string()),
-            (Lane::Retry, self.aws.get("RETRY_QUEUE_URL").to_string()),
-        ];
-        let mut handled = 0;
-        loop {
-            let mut got = None;
-            for (lane, url) in &lanes {
-                let out = self
-                    .aws
-                    .sqs
-                    .receive_message()
-                    .queue_url(url)
-                    .max_number_of_messages(1)
-                    .send()
-                    .await
-                    .unwrap();
-                if let Some(m) = out.messages.unwrap_or_default().into_iter().next() {
-                    got = Some((*lane, url, m));
-                    break;
-                }
-            }
-            let Some((lane, url, m)) = got else {
-                return handled;
-            };
-            let job: DeliveryJob = serde_json::from_str(m.body().unwrap()).unwrap();
-            if job.due_at_ms > self.clock.now_ms() {
-                self.clock.set_ms(job.due_at_ms);
-            }
-            let failed = self
-                .dispatcher
-                .dispatch_batch(
-                    &[JobRecord {
-                        message_id: m.message_id().unwrap().to_string(),
-                        body: m.body().unwrap().to_string(),
-                        lane,
-                    }],
-                    self.clock.now_ms() + 120_000,
-                )
-                .await;
-            assert!(failed.is_empty(), "dispatch failed: {failed:?}");
-            self.aws
-                .sqs
-                .delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-            handled += 1;
-            assert!(handled < 200, "runaway schedule");
-        }
+        lanes::drive(&self.aws, &self.dispatcher, &self.clock, 200, |job| {
+            Some(job.due_at_ms)
+        })
+        .await
     }
 
     /// Runs the tool with this test's env file; stdin is not a terminal (as in a script).

@@ -3,6 +3,7 @@
 
 pub mod counting;
 pub mod gateway;
+pub mod lanes;
 pub mod peer;
 pub mod runtime_api;
 

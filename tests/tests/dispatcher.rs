@@ -4,71 +4,27 @@
 //! visible at once (the clock, not SQS, decides when it is due); one test uses real SQS delays.
 //! (The decision logic is unit-tested in memory in `shared/src/dispatch/tests.rs`.)
 
+use integration_tests::lanes::{self, Sent, UndelayedQueue};
 use integration_tests::peer::{Answer, Peer};
 use integration_tests::{
     LocalAws, TestConsumer, TestDispatcher, consumer_for, delivery_queue, dispatcher_for,
     dispatcher_with, eventually, idnow_envelope, incode_envelope, record, records, repo_root,
 };
-use kyc_relay::aws::sqs::SqsDeliveryQueue;
 use kyc_relay::clock::{Clock, ManualClock, SystemClock};
 use kyc_relay::delivery::{DeliveryJob, DeliveryQueue, Lane, Scheduled};
 use kyc_relay::dispatch::{DispatcherSettings, JobRecord};
 use kyc_relay::envelope::Envelope;
-use kyc_relay::queue::QueueError;
 use kyc_relay::records::{DeliveryRecord, DeliveryStatus, EventKey, RecordReader};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const T0: u64 = 1_795_000_000_000;
 
-/// One `schedule` call as the dispatcher made it.
-#[derive(Debug, Clone)]
-struct Sent {
-    lane: Lane,
-    attempt: u32,
-    due_at_ms: u64,
-    delay_secs: u32,
-    visible_at_ms: u64,
-}
-
-#[derive(Clone)]
-struct RecordingQueue {
-    inner: SqsDeliveryQueue,
-    clock: ManualClock,
-    sent: Arc<Mutex<Vec<Sent>>>,
-}
-
-impl DeliveryQueue for RecordingQueue {
-    async fn schedule(&self, jobs: Vec<Scheduled>) -> Vec<Result<(), QueueError>> {
-        let now = self.clock.now_ms();
-        let mut immediate = Vec::new();
-        for s in jobs {
-            self.sent.lock().unwrap().push(Sent {
-                lane: s.lane,
-                attempt: s.job.attempt,
-                due_at_ms: s.job.due_at_ms,
-                delay_secs: s.delay_secs,
-                visible_at_ms: now + s.delay_secs as u64 * 1000,
-            });
-            immediate.push(Scheduled {
-                job: s.job,
-                delay_secs: 0,
-                lane: s.lane,
-            });
-        }
-        self.inner.schedule(immediate).await
-    }
-
-    async fn dead_letter(&self, job: &DeliveryJob) -> Result<(), QueueError> {
-        self.inner.dead_letter(job).await
-    }
-}
-
 struct Rig {
     aws: LocalAws,
     clock: ManualClock,
-    queue: RecordingQueue,
-    dispatcher: TestDispatcher<RecordingQueue>,
+    queue: UndelayedQueue,
+    dispatcher: TestDispatcher<UndelayedQueue>,
     consumer: TestConsumer,
 }
 
@@ -80,11 +36,7 @@ async fn rig(destinations: &str, clock: ManualClock) -> Rig {
 /// exhaustion against a destination that always fails needs more than its attempts).
 async fn rig_with(destinations: &str, clock: ManualClock, breaker_threshold: u32) -> Rig {
     let aws = LocalAws::provision().await;
-    let queue = RecordingQueue {
-        inner: delivery_queue(&aws),
-        clock: clock.clone(),
-        sent: Arc::default(),
-    };
+    let queue = UndelayedQueue::new(&aws, clock.clone());
     let mut settings = DispatcherSettings {
         state_cache: Duration::ZERO,
         ..Default::default()
@@ -125,69 +77,10 @@ impl Rig {
     /// Plays SQS and Lambda's two event source mappings: hands each job (from either lane) to the
     /// dispatcher once it would be visible, moving the clock there. Returns the number of jobs.
     async fn drive(&self) -> usize {
-        let lanes = [
-            (Lane::Fast, self.aws.get("DELIVERY_QUEUE_URL").to_string()),
-            (Lane::Retry, self.aws.get("RETRY_QUEUE_URL").to_string()),
-        ];
-        let mut handled = 0;
-        loop {
-            let mut got = None;
-            for (lane, url) in &lanes {
-                let out = self
-                    .aws
-                    .sqs
-                    .receive_message()
-                    .queue_url(url)
-                    .max_number_of_messages(1)
-                    .send()
-                    .await
-                    .unwrap();
-                if let Some(m) = out.messages.unwrap_or_default().into_iter().next() {
-                    got = Some((*lane, url, m));
-                    break;
-                }
-            }
-            let Some((lane, url, m)) = got else {
-                return handled;
-            };
-            let job: DeliveryJob = serde_json::from_str(m.body().unwrap()).unwrap();
-            let visible_at = self
-                .queue
-                .sent
-                .lock()
-                .unwrap()
-                .iter()
-                .rev()
-                .find(|s| s.attempt == job.attempt && s.due_at_ms == job.due_at_ms)
-                .map(|s| s.visible_at_ms);
-            if let Some(at) = visible_at
-                && at > self.clock.now_ms()
-            {
-                self.clock.set_ms(at);
-            }
-            let failed = self
-                .dispatcher
-                .dispatch_batch(
-                    &[JobRecord {
-                        message_id: m.message_id().unwrap().to_string(),
-                        body: m.body().unwrap().to_string(),
-                        lane,
-                    }],
-                    self.clock.now_ms() + 120_000,
-                )
-                .await;
-            assert!(failed.is_empty(), "dispatch failed: {failed:?}");
-            self.aws
-                .sqs
-                .delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-            handled += 1;
-            assert!(handled < 100, "runaway schedule");
-        }
+        lanes::drive(&self.aws, &self.dispatcher, &self.clock, 100, |job| {
+            self.queue.visible_at(job)
+        })
+        .await
     }
 
     fn delays(&self) -> Vec<u32> {
@@ -456,7 +349,6 @@ async fn a_final_delivery_is_not_sent_again_and_duplicate_jobs_are_dropped() {
     // A duplicate of the first job (what a consumer repair produces) sits beside the original.
     let job = DeliveryJob::first(&e, "crm", T0, 0, T0 / 1000 + 30 * 86_400);
     rig.queue
-        .inner
         .schedule(vec![Scheduled {
             job: job.clone(),
             delay_secs: 0,
@@ -470,7 +362,6 @@ async fn a_final_delivery_is_not_sent_again_and_duplicate_jobs_are_dropped() {
     assert_eq!(peer.hits(), 1, "the destination got the event once");
     // Later copies of the job find the delivery final.
     rig.queue
-        .inner
         .schedule(vec![Scheduled {
             job,
             delay_secs: 0,
