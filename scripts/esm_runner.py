@@ -397,6 +397,12 @@ class Poller(threading.Thread):
                 f" (queue {self.s.queue_url.rsplit('/', 1)[-1]}, receive count {receives})")
         if error:
             line += f"; invocation failed, nothing deleted: {error}"
+        again = [m["MessageId"] for m in messages
+                 if m.get("Attributes", {}).get("ApproximateReceiveCount", "1") != "1"]
+        if again:
+            # Messages received before (a failed invocation, a poller that died holding them): their
+            # ids let a repeat at a destination be traced to the copy that caused it.
+            line += f"; received again: {' '.join(again)}"
         log(line)
 
     def run(self) -> None:

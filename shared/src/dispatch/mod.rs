@@ -541,6 +541,8 @@ where
             attempt = job.attempt,
             cycle = job.cycle_start,
             probe,
+            // The SQS message: tells two copies of one job apart when a destination sees a repeat.
+            message_id = id,
             outcome = outcome.describe(),
             latency_ms,
             verdict = ?verdict,
