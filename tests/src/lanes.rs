@@ -117,25 +117,38 @@ pub async fn drive<Q: DeliveryQueue>(
         {
             clock.set_ms(at);
         }
-        let failed = dispatcher
-            .dispatch_batch(
-                &[JobRecord {
-                    message_id: m.message_id().unwrap().to_string(),
-                    body: m.body().unwrap().to_string(),
-                    lane,
-                }],
-                clock.now_ms() + 120_000,
-            )
-            .await;
-        assert!(failed.is_empty(), "dispatch failed: {failed:?}");
-        aws.sqs
-            .delete_message()
-            .queue_url(url)
-            .receipt_handle(m.receipt_handle().unwrap())
-            .send()
-            .await
-            .unwrap();
+        hand_over(aws, dispatcher, lane, url, &m, clock.now_ms() + 120_000).await;
         handled += 1;
         assert!(handled < cap, "runaway schedule");
     }
+}
+
+/// Hands one received message to `dispatcher` as a one-record batch, as the event source mapping of
+/// `lane` would, checks that it was not reported as failed, and deletes it.
+pub async fn hand_over<Q: DeliveryQueue>(
+    aws: &LocalAws,
+    dispatcher: &TestDispatcher<Q>,
+    lane: Lane,
+    queue_url: &str,
+    m: &aws_sdk_sqs::types::Message,
+    deadline_ms: u64,
+) {
+    let failed = dispatcher
+        .dispatch_batch(
+            &[JobRecord {
+                message_id: m.message_id().unwrap().to_string(),
+                body: m.body().unwrap().to_string(),
+                lane,
+            }],
+            deadline_ms,
+        )
+        .await;
+    assert!(failed.is_empty(), "dispatch failed: {failed:?}");
+    aws.sqs
+        .delete_message()
+        .queue_url(queue_url)
+        .receipt_handle(m.receipt_handle().unwrap())
+        .send()
+        .await
+        .unwrap();
 }

@@ -540,24 +540,7 @@ async fn end_to_end_with_real_sqs_delays_on_a_second_scale_policy() {
                 .await
                 .unwrap();
             for m in out.messages.unwrap_or_default() {
-                let failed = dispatcher
-                    .dispatch_batch(
-                        &[JobRecord {
-                            message_id: m.message_id().unwrap().into(),
-                            body: m.body().unwrap().into(),
-                            lane: *lane,
-                        }],
-                        clock.now_ms() + 120_000,
-                    )
-                    .await;
-                assert!(failed.is_empty());
-                aws.sqs
-                    .delete_message()
-                    .queue_url(url)
-                    .receipt_handle(m.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
+                lanes::hand_over(&aws, &dispatcher, *lane, url, &m, clock.now_ms() + 120_000).await;
             }
         }
         (peer.hits() == 2).then_some(())
