@@ -15,7 +15,7 @@ use std::sync::Arc;
 type Consumer = Processor<DynamoRecords, SqsDeliveryQueue, ConfiguredArchive>;
 
 async fn init() -> Result<Consumer, Error> {
-    let aws = sdk_config(CallBudget::CONSUMER).await;
+    let aws = sdk_config(CallBudget::CONSUMER.from_env()).await;
     let env = Env::from_process();
     let ssm = env
         .get("DESTINATIONS_CONFIG_SSM")

@@ -19,7 +19,7 @@ use std::time::Duration;
 type Relay = Dispatcher<DynamoRecords, SqsDeliveryQueue, HttpTransport>;
 
 async fn init() -> Result<(Relay, String), Error> {
-    let aws = sdk_config(CallBudget::DISPATCHER).await;
+    let aws = sdk_config(CallBudget::DISPATCHER.from_env()).await;
     let env = Env::from_process();
     let ssm = SsmSecrets::new(&aws);
     let destinations = Destinations::from_env(&env, Some(&ssm)).await?;

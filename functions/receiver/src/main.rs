@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn init() -> Result<Intake<SqsIngestQueue>, Error> {
-    let aws = sdk_config(kyc_relay::aws::CallBudget::RECEIVER).await;
+    let aws = sdk_config(kyc_relay::aws::CallBudget::RECEIVER.from_env()).await;
     let env = Env::from_process();
     // The SSM client is only built when a secret is named by SSM parameter (saves cold-start time).
     let ssm = (!env.ssm_secret_refs(RECEIVER_SECRETS)?.is_empty()).then(|| SsmSecrets::new(&aws));

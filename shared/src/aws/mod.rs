@@ -77,8 +77,9 @@ impl CallBudget {
 /// (Lambda sets it), so the region chain is not built. Without those variables (a developer's
 /// machine, a container with an instance role, SSO profiles) the default chains apply unchanged.
 /// The HTTPS client trusts [`crate::tls::roots`] and is built on the first request ([`https_client`]).
+///
+/// The budget applies as given: the functions pass theirs through [`CallBudget::from_env`].
 pub async fn sdk_config(budget: CallBudget) -> aws_config::SdkConfig {
-    let budget = budget.from_env();
     let mut loader = aws_config::from_env().http_client(https_client());
     if env_set("AWS_ACCESS_KEY_ID") {
         loader = loader.credentials_provider(
