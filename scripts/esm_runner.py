@@ -40,9 +40,9 @@ left to come back, as Lambda's poller does.
       --map INGEST_QUEUE_URL=consumer --map DELIVERY_QUEUE_URL=dispatcher --map RETRY_QUEUE_URL=dispatcher
   .venv/bin/python scripts/esm_runner.py --env-file .local/aws.env     # every SQS event in the template
 
-One log line per batch (function, poller, records, failures, ms). SIGINT/SIGTERM stop it: each poller
-finishes the receive or invocation it is in (at most --poll-seconds for a receive) and releases
-messages it received but did not hand over; a second signal exits at once. SIGKILL (a fault test)
+One log line per batch (function, poller, records, failures, ms; the ids of messages received
+again). SIGINT/SIGTERM stop it: each poller finishes the receive or invocation it is in (at most
+--poll-seconds for a receive) and releases messages it received but did not hand over; a second signal exits at once. SIGKILL (a fault test)
 leaves the batches in flight invisible until their visibility timeout, as a poller lost in AWS does.
 Differences from AWS: a fixed number of pollers (no scaling with the backlog), no FilterCriteria, no
 backoff when the function keeps failing.

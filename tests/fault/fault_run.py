@@ -59,6 +59,7 @@ STATE = ROOT / ".local"
 LAMBDA = "http://127.0.0.1:9000"
 SECRET = "whsec_dGVzdC1vbmx5LWZhdWx0LWluamVjdGlvbi1rZXk="  # TEST value
 CHAOS_TIMEOUT_MS = 1500
+RECEIVED_BEFORE_KILL_S = 155
 HANG_S = 3.0
 
 # Session status ranks (shared/src/provider/status.rs) of the statuses this run sends.
@@ -665,8 +666,11 @@ def analyse(traffic: Traffic, dests: Destinations, cfg: dict, run: Run, storm: d
     kill_times = [k["t"] for k in run.kills if k["what"] in ("dispatcher", "esm")]
     # A killed trigger runner's receives are never deleted: what it held (the job it was dispatching
     # and, when the dispatcher had moved that job to the retry lane, the copy its retry poller had
-    # just received) stays invisible for the delivery queues' visibility timeout and then comes back
-    # in one moment, to two invocations that both find no attempt recorded yet.
+    # just received) stays invisible for the delivery queues' visibility timeout from its receive and
+    # then comes back in one moment, to two invocations that both find no attempt recorded yet. So
+    # two of the repeat's 2xx must fall in that return window: from the kill plus the visibility
+    # timeout, less how long before the kill a held batch may have been received (the runner's
+    # dispatcher invoke timeout, 135 s, and a 20 s long poll), to 130 s after.
     vis = delivery_visibility(cfg)
     runner_kills = [k["t"] for k in run.kills if k["what"] == "esm"]
     for (d, wid), qs in all_by_webhook.items():
@@ -682,7 +686,7 @@ def analyse(traffic: Traffic, dests: Destinations, cfg: dict, run: Run, storm: d
         elif any(0 <= k - q["t"] <= 130 for q in oks[:-1] for k in kill_times):
             explained += extra
             why["dispatcher or trigger runner killed after the attempt"] += extra
-        elif any(0 <= q["t"] - (k + vis) <= 130 for q in oks for k in runner_kills):
+        elif any(sum(-RECEIVED_BEFORE_KILL_S <= q["t"] - (k + vis) <= 130 for q in oks) >= 2 for k in runner_kills):
             explained += extra
             why["copies held by a killed trigger runner, back together after the visibility timeout"] += extra
         elif wid in after_attempt:

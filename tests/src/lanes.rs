@@ -10,7 +10,7 @@ use kyc_relay::dispatch::JobRecord;
 use kyc_relay::queue::QueueError;
 use std::sync::{Arc, Mutex};
 
-/// One job as the dispatcher or the consumer scheduled it.
+/// One job as the dispatcher scheduled it through an [`UndelayedQueue`].
 #[derive(Debug, Clone)]
 pub struct Sent {
     pub lane: Lane,
@@ -37,10 +37,6 @@ impl UndelayedQueue {
             clock,
             sent: Arc::default(),
         }
-    }
-
-    pub fn sent(&self) -> Vec<Sent> {
-        self.sent.lock().unwrap().clone()
     }
 
     /// When SQS would have shown this job (its latest send through this queue), if it came this way.

@@ -1,7 +1,8 @@
 //! The functions' AWS call budgets (`CallBudget`, docs/configuration.md "AWS calls") as the SDK
 //! applies them, against a peer on 127.0.0.1 that accepts connections and never answers (a hung
 //! endpoint): a call ends with a timeout after exactly `max_attempts` attempts instead of holding the
-//! invocation, and the operation timeout cuts the retries short.
+//! invocation, and the operation timeout cuts the retries short. (`CallBudget::with_overrides`, the
+//! local env overrides, is unit-tested in `shared/src/aws/mod.rs`.)
 
 use aws_sdk_sqs::error::SdkError;
 use kyc_relay::aws::{CallBudget, sdk_config};
@@ -56,17 +57,18 @@ async fn send_message(
 #[tokio::test]
 async fn a_hung_endpoint_costs_max_attempts_attempts_then_a_timeout() {
     let (url, connections) = silent_peer().await;
+    // Not the SDK's default of 3 attempts: the count shows the budget's setting is the one applied.
     let budget = CallBudget {
         connect: Duration::from_secs(1),
         attempt: Duration::from_millis(200),
         operation: Duration::from_secs(30),
-        max_attempts: 3,
+        max_attempts: 2,
     };
     let err = send_message(budget, &url).await.unwrap_err();
     assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
     assert_eq!(
         connections.load(Ordering::SeqCst),
-        3,
+        2,
         "one connection per attempt"
     );
 }

@@ -52,9 +52,13 @@ impl CallBudget {
     /// local emulator that answers in seconds on a loaded machine (config/local.env sets them),
     /// never needed in AWS. Unparsable values are ignored (the function's own budget applies).
     pub fn from_env(self) -> Self {
+        self.with_overrides(|key| std::env::var(key).ok())
+    }
+
+    /// The budget with the overrides `lookup` gives for those two variables.
+    pub fn with_overrides(self, lookup: impl Fn(&str) -> Option<String>) -> Self {
         let ms = |key: &str| {
-            std::env::var(key)
-                .ok()
+            lookup(key)
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .filter(|v| *v > 0)
                 .map(Duration::from_millis)
@@ -161,5 +165,43 @@ impl aws_smithy_runtime_api::client::http::HttpClient for OnFirstRequest {
                 Some(std::borrow::Cow::Borrowed("1.x")),
             ),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CallBudget;
+    use std::time::Duration;
+
+    #[test]
+    fn the_env_overrides_replace_the_attempt_and_operation_limits_only() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |key: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let base = CallBudget::RECEIVER;
+        let set = base.with_overrides(env(&[
+            ("AWS_CALL_ATTEMPT_TIMEOUT_MS", "5000"),
+            ("AWS_CALL_TIMEOUT_MS", " 8000 "),
+        ]));
+        assert_eq!(set.attempt, Duration::from_secs(5));
+        assert_eq!(set.operation, Duration::from_secs(8));
+        assert_eq!(
+            (set.connect, set.max_attempts),
+            (base.connect, base.max_attempts)
+        );
+        // Unset, empty, zero or unparsable: the function's own budget.
+        assert_eq!(base.with_overrides(env(&[])), base);
+        for bad in ["", "0", "-5", "2s", "1e3"] {
+            let pairs: &'static [(&str, &str)] = Box::leak(Box::new([
+                ("AWS_CALL_ATTEMPT_TIMEOUT_MS", bad),
+                ("AWS_CALL_TIMEOUT_MS", bad),
+            ]));
+            assert_eq!(base.with_overrides(env(pairs)), base, "{bad:?}");
+        }
     }
 }
