@@ -55,9 +55,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
+import jwt  # PyJWT, in .venv
 
 from cold_start import parse_env_file  # bench/, this script's directory, is on sys.path
-import jwt  # PyJWT, in .venv
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "target/bench/cpu"
@@ -70,8 +70,6 @@ WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # a test signing secret (Stand
 
 def log(msg: str) -> None:
     print(f"function_cpu: {msg}", file=sys.stderr, flush=True)
-
-
 
 
 LOCAL = parse_env_file(ROOT / "config/local.env")

@@ -42,8 +42,9 @@ left to come back, as Lambda's poller does.
 
 One log line per batch (function, poller, records, failures, ms; the ids of messages received
 again). SIGINT/SIGTERM stop it: each poller finishes the receive or invocation it is in (at most
---poll-seconds for a receive) and releases messages it received but did not hand over; a second signal exits at once. SIGKILL (a fault test)
-leaves the batches in flight invisible until their visibility timeout, as a poller lost in AWS does.
+--poll-seconds for a receive) and releases messages it received but did not hand over; a second
+signal exits at once. SIGKILL (a fault test) leaves the batches in flight invisible until their
+visibility timeout, as a poller lost in AWS does.
 Differences from AWS: a fixed number of pollers (no scaling with the backlog), no FilterCriteria, no
 backoff when the function keeps failing.
 """
@@ -392,13 +393,13 @@ class Poller(threading.Thread):
         if left and self.args.failure_visibility is not None:
             self.set_visibility(left, self.args.failure_visibility)
         ms = int((time.monotonic() - started) * 1000)
-        receives = ",".join(sorted({m.get("Attributes", {}).get("ApproximateReceiveCount", "?") for m in messages}))
+        count = {m["MessageId"]: m.get("Attributes", {}).get("ApproximateReceiveCount", "?") for m in messages}
+        receives = ",".join(sorted(set(count.values())))
         line = (f"{self.s.function}: {len(messages)} records, {len(left)} failed, {ms} ms, poller {self.tag}"
                 f" (queue {self.s.queue_url.rsplit('/', 1)[-1]}, receive count {receives})")
         if error:
             line += f"; invocation failed, nothing deleted: {error}"
-        again = [m["MessageId"] for m in messages
-                 if m.get("Attributes", {}).get("ApproximateReceiveCount", "1") != "1"]
+        again = [i for i, n in count.items() if n not in ("1", "?")]
         if again:
             # Messages received before (a failed invocation, a poller that died holding them): their
             # ids let a repeat at a destination be traced to the copy that caused it.

@@ -26,15 +26,14 @@ async fn silent_peer() -> (String, Arc<AtomicUsize>) {
     (url, connections)
 }
 
-/// One SendMessage to `url` with the functions' SDK configuration and `budget`.
-async fn send_message(
-    budget: CallBudget,
-    url: &str,
-) -> Result<(), SdkError<aws_sdk_sqs::operation::send_message::SendMessageError>> {
+/// One SendMessage with the functions' SDK configuration and `budget` to a peer that never answers:
+/// checks that it ends in a timeout, and returns how many connections (attempts) it made.
+async fn timed_out_call(budget: CallBudget) -> usize {
+    let (url, connections) = silent_peer().await;
     let sdk = sdk_config(budget).await;
     let sqs = aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::config::Builder::from(&sdk)
-            .endpoint_url(url)
+            .endpoint_url(&url)
             .region(aws_sdk_sqs::config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 "test", "test", None, None, "test",
@@ -42,7 +41,7 @@ async fn send_message(
             .build(),
     );
     // A guard against a hang (the failure this test is about), not a speed assertion.
-    tokio::time::timeout(
+    let err = tokio::time::timeout(
         Duration::from_secs(60),
         sqs.send_message()
             .queue_url(format!("{url}/123456789012/ingest"))
@@ -51,12 +50,13 @@ async fn send_message(
     )
     .await
     .expect("the call ended within its budget instead of hanging")
-    .map(|_| ())
+    .unwrap_err();
+    assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
+    connections.load(Ordering::SeqCst)
 }
 
 #[tokio::test]
 async fn a_hung_endpoint_costs_max_attempts_attempts_then_a_timeout() {
-    let (url, connections) = silent_peer().await;
     // Not the SDK's default of 3 attempts: the count shows the budget's setting is the one applied.
     let budget = CallBudget {
         connect: Duration::from_secs(1),
@@ -64,10 +64,8 @@ async fn a_hung_endpoint_costs_max_attempts_attempts_then_a_timeout() {
         operation: Duration::from_secs(30),
         max_attempts: 2,
     };
-    let err = send_message(budget, &url).await.unwrap_err();
-    assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
     assert_eq!(
-        connections.load(Ordering::SeqCst),
+        timed_out_call(budget).await,
         2,
         "one connection per attempt"
     );
@@ -75,17 +73,14 @@ async fn a_hung_endpoint_costs_max_attempts_attempts_then_a_timeout() {
 
 #[tokio::test]
 async fn the_operation_timeout_cuts_the_retries_short() {
-    let (url, connections) = silent_peer().await;
     let budget = CallBudget {
         connect: Duration::from_secs(1),
         attempt: Duration::from_secs(20),
         operation: Duration::from_millis(300),
         max_attempts: 3,
     };
-    let err = send_message(budget, &url).await.unwrap_err();
-    assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
     assert_eq!(
-        connections.load(Ordering::SeqCst),
+        timed_out_call(budget).await,
         1,
         "no retry after the operation timeout"
     );

@@ -173,16 +173,18 @@ mod tests {
     use super::CallBudget;
     use std::time::Duration;
 
+    /// A lookup over `pairs`, as `std::env::var` would answer.
+    fn env<'a>(pairs: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
     #[test]
     fn the_env_overrides_replace_the_attempt_and_operation_limits_only() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |key: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         let base = CallBudget::RECEIVER;
         let set = base.with_overrides(env(&[
             ("AWS_CALL_ATTEMPT_TIMEOUT_MS", "5000"),
@@ -197,11 +199,11 @@ mod tests {
         // Unset, empty, zero or unparsable: the function's own budget.
         assert_eq!(base.with_overrides(env(&[])), base);
         for bad in ["", "0", "-5", "2s", "1e3"] {
-            let pairs: &'static [(&str, &str)] = Box::leak(Box::new([
+            let pairs = [
                 ("AWS_CALL_ATTEMPT_TIMEOUT_MS", bad),
                 ("AWS_CALL_TIMEOUT_MS", bad),
-            ]));
-            assert_eq!(base.with_overrides(env(pairs)), base, "{bad:?}");
+            ];
+            assert_eq!(base.with_overrides(env(&pairs)), base, "{bad:?}");
         }
     }
 }
