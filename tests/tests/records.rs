@@ -140,7 +140,8 @@ async fn conformance(store: impl Records, clock: ManualClock) {
         DeliveryView {
             event_exists: true,
             generation: 1,
-            delivery: None
+            delivery: None,
+            delivered_by_replay: None,
         }
     );
     assert!(
@@ -233,8 +234,27 @@ async fn conformance(store: impl Records, clock: ManualClock) {
         !store.mark_replay(&replay, &marker("t3")).await.unwrap(),
         "attempted: kept"
     );
-    // The replay's item is not one of the event's own deliveries.
+    // The replay's item is not one of the event's own deliveries...
     assert_eq!(store.attempted(&key).await.unwrap(), ["crm"]);
+    // ...but the view of the event's own delivery to crm reads that a replay delivered it (and
+    // the view of another destination's delivery does not).
+    assert_eq!(
+        store
+            .view(&crm)
+            .await
+            .unwrap()
+            .delivered_by_replay
+            .as_deref(),
+        Some("r1")
+    );
+    assert_eq!(
+        store
+            .view(&key.delivery("bi", None))
+            .await
+            .unwrap()
+            .delivered_by_replay,
+        None
+    );
 
     // --- the session's partition -----------------------------------------------------------------
     let other = idnow_envelope("evt-2", "session.created", "sess-1", "CREATED", 1);
@@ -320,8 +340,12 @@ async fn conformance(store: impl Records, clock: ManualClock) {
     );
     let states = store.load().await.unwrap();
     assert_eq!(
-        (states["crm"].failures, states["crm"].paused.is_none()),
-        (0, true)
+        (
+            states["crm"].failures,
+            states["crm"].paused.is_none(),
+            states["crm"].resumed_at_ms
+        ),
+        (0, true, T0)
     );
     assert_eq!(
         store
@@ -361,9 +385,11 @@ async fn conformance(store: impl Records, clock: ManualClock) {
         bi.paused.map(|p| (p.by, p.reason)),
         Some((PausedBy::Operator, "maintenance".into()))
     );
-    assert!(store.resume("bi", T0).await.unwrap());
-    assert!(!store.resume("bi", T0).await.unwrap());
-    assert!(store.load().await.unwrap()["bi"].paused.is_none());
+    assert!(store.resume("bi", T0 + 7).await.unwrap());
+    assert!(!store.resume("bi", T0 + 8).await.unwrap());
+    let bi = store.load().await.unwrap()["bi"].clone();
+    assert!(bi.paused.is_none());
+    assert_eq!(bi.resumed_at_ms, T0 + 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -554,7 +554,9 @@ async fn send(
                 id: replay_id.to_string(),
                 token,
             }),
+            held_since_ms: None,
             history: Vec::new(),
+            history_dropped: 0,
             dead_letter: None,
             envelope: env.clone(),
         };

@@ -358,7 +358,8 @@ impl DeliveryStore for DynamoRecords {
                             }
                         });
                 }
-                _ => {}
+                Some(sk) => view.note_replay(&key.sk, sk, get_s(item, "status")),
+                None => {}
             }
         }
         Ok(view)
@@ -499,6 +500,7 @@ fn destination_state(item: &Item) -> DestinationState {
         last_failure_at_ms: get_n(item, "last_failure_at").unwrap_or(0),
         slow_until_ms: get_n(item, "slow_until").unwrap_or(0),
         probe_at_ms: get_n(item, "probe_at").unwrap_or(0),
+        resumed_at_ms: get_n(item, "resumed").unwrap_or(0),
         updated_at_ms: get_n(item, "updated").unwrap_or(0),
     }
 }
@@ -586,10 +588,10 @@ impl DestinationStates for DynamoRecords {
                     .destination_update(
                         destination,
                         now_ms,
-                        &["paused_by", "reason", "since", "probe_at", "failures", "updated"],
+                        &["paused_by", "reason", "since", "probe_at", "failures", "resumed", "updated"],
                     )
                     .update_expression(
-                        "REMOVE #paused_by, #reason, #since, #probe_at SET #failures = :zero, #updated = :now",
+                        "REMOVE #paused_by, #reason, #since, #probe_at SET #failures = :zero, #resumed = :now, #updated = :now",
                     )
                     .condition_expression("#paused_by = :breaker")
                     .expression_attribute_values(":breaker", s(PausedBy::Breaker.as_str()))
@@ -671,9 +673,9 @@ impl DestinationStates for DynamoRecords {
 
     async fn resume(&self, destination: &str, now_ms: u64) -> Result<bool, StoreError> {
         let out = self
-            .destination_update(destination, now_ms, &["failures", "updated", "paused_by", "reason", "since", "probe_at"])
+            .destination_update(destination, now_ms, &["failures", "resumed", "updated", "paused_by", "reason", "since", "probe_at"])
             .update_expression(
-                "SET #failures = :zero, #updated = :now REMOVE #paused_by, #reason, #since, #probe_at",
+                "SET #failures = :zero, #resumed = :now, #updated = :now REMOVE #paused_by, #reason, #since, #probe_at",
             )
             .expression_attribute_values(":zero", n(0))
             .return_values(ReturnValue::UpdatedOld)

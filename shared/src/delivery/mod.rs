@@ -21,6 +21,10 @@ pub mod memory;
 /// delivery queues before upgrading from 0.1 (docs/deploy.md).
 pub const JOB_VERSION: u8 = 2;
 pub const MAX_SQS_DELAY_SECS: u64 = 900;
+/// Attempts a job carries in its history (the delivery item keeps the last [`HISTORY_CAP`]). The
+/// longest built-in policy makes 11 attempts per cycle; the rest of the room is for probes and a
+/// redriven cycle. At about 200 bytes an entry, the history stays under 7 KiB.
+pub const JOB_HISTORY_CAP: usize = 32;
 
 /// Deterministic delivery id (the `webhook-id` destinations deduplicate on): the same for every
 /// attempt, retry, redrive and (unless the operator asks for a new id) replay of one event to one
@@ -117,8 +121,17 @@ pub struct DeliveryJob {
     pub expires_at_secs: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplayInfo>,
+    /// When the job was first held for a paused destination in its current retry cycle (ms since
+    /// the epoch; a redrive clears it). `MAX_HOLD_SECONDS` counts from here, so a cycle lasts at most
+    /// its retry chain plus the hold limit, however often the destination pauses and resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since_ms: Option<u64>,
+    /// The attempts (and probes) made, at most [`JOB_HISTORY_CAP`] of them: see [`Self::log`].
     #[serde(default)]
     pub history: Vec<AttemptLog>,
+    /// Entries [`Self::log`] dropped to keep the history bounded (oldest probes first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub history_dropped: u32,
     /// Set when the job was dead-lettered; a job carrying it on a delivery queue was redriven.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<DeadLetterInfo>,
@@ -144,7 +157,9 @@ impl DeliveryJob {
             generation,
             expires_at_secs,
             replay: None,
+            held_since_ms: None,
             history: Vec::new(),
+            history_dropped: 0,
             dead_letter: None,
             envelope: envelope.clone(),
         }
@@ -171,6 +186,20 @@ impl DeliveryJob {
     /// Jobs of a redriven cycle may move a delivery that an earlier cycle left FAILED.
     pub fn is_redrive(&self) -> bool {
         self.cycle_start > 1
+    }
+
+    /// Appends an attempt to the history the job carries, keeping at most [`JOB_HISTORY_CAP`]
+    /// entries: a destination paused for days is probed every minute or so, and one entry per failed
+    /// probe would push a held job past SQS's 256 KiB message limit. The oldest probe goes first
+    /// (probes are not counted by the retry policy, and every attempt is also logged), then the
+    /// oldest attempt; `history_dropped` counts what went.
+    pub fn log(&mut self, entry: AttemptLog) {
+        self.history.push(entry);
+        while self.history.len() > JOB_HISTORY_CAP {
+            let i = self.history.iter().position(|h| h.probe).unwrap_or(0);
+            self.history.remove(i);
+            self.history_dropped = self.history_dropped.saturating_add(1);
+        }
     }
 
     /// The most recent attempts, as kept on the delivery item.

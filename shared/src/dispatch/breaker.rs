@@ -12,13 +12,16 @@
 //!
 //! **While paused** its jobs are held on the retry lane (re-enqueued every `hold`, default 300 s)
 //! without an attempt, so no retry is spent and nothing reaches the DLQ because the destination was
-//! down. Once per `probe_interval` (default 60 s) one held job is sent as a probe (one dispatcher
-//! wins a conditional write): a success resumes the destination (its held jobs follow within one
-//! `hold`); a failure keeps it paused and is not counted against that job's retries. A pause that
-//! lasts longer than `max_hold` (default 7 days, bounded by the records' lifetime) dead-letters the
-//! jobs that arrive after it, with that reason. Every transition is logged (`destination paused` /
-//! `destination resumed`) and counted (EMF `DestinationPaused` / `DestinationResumed` with the
-//! `Destination` dimension).
+//! down. Once per `probe_interval` (default 60 s) one held job is sent as a probe, on the retry lane
+//! only (one dispatcher wins a conditional write): a success resumes the destination (its held jobs
+//! follow within one `hold`); a failure keeps it paused and is not counted against that job's
+//! retries, nor in any instance's streak. Probing goes on for as long as the pause lasts. One job
+//! held for longer than `max_hold` (default 7 days, bounded by the records' lifetime), counted from
+//! when that job was first held, is dead-lettered with that reason; jobs that arrive later are held
+//! for their own `max_hold`. Every transition is logged (`destination paused` / `destination
+//! resumed`) and counted (EMF `DestinationPaused` / `DestinationResumed` with the `Destination`
+//! dimension). A pause or a resume ends every instance's streak: an instance forgets a streak begun
+//! before the destination's last resume (`resumed_at_ms`).
 //!
 //! **Slow lane.** On the fast lane an attempt may take at most `fast_lane_timeout` (default 2 s). One
 //! that takes longer is abandoned, the job moves to the retry lane with the same attempt number
@@ -103,6 +106,10 @@ impl Observation {
 pub struct Streak {
     pub failures: u32,
     pub last: String,
+    /// When the streak's first failure was observed: a streak begun before the destination's last
+    /// resume is forgotten, so a warm instance does not re-pause a resumed destination on its first
+    /// failure.
+    pub started_ms: u64,
 }
 
 /// The writes a batch's observations call for, per destination, given the state the dispatcher
@@ -142,6 +149,13 @@ pub fn writes(
             ));
         }
         let streak = streaks.entry(destination.to_string()).or_default();
+        // Failures seen while paused (failed probes) say nothing new, and a pause or resume since
+        // the streak began ends it: streaks count afresh after every transition.
+        if paused.is_some()
+            || (streak.failures > 0 && state.is_some_and(|s| s.resumed_at_ms >= streak.started_ms))
+        {
+            *streak = Streak::default();
+        }
         if obs.iter().any(|o| matches!(o, Observation::Success)) {
             *streak = Streak::default();
             if paused.is_some_and(|p| p.by == PausedBy::Breaker) {
@@ -149,13 +163,19 @@ pub fn writes(
             }
             continue;
         }
+        if paused.is_some() {
+            continue;
+        }
         for o in &obs {
             if let Observation::Failure(why) = o {
+                if streak.failures == 0 {
+                    streak.started_ms = now_ms;
+                }
                 streak.failures += 1;
                 streak.last = why.clone();
             }
         }
-        if streak.failures >= settings.failure_threshold && paused.is_none() {
+        if streak.failures >= settings.failure_threshold {
             out.push((
                 destination.to_string(),
                 BreakerWrite::Trip {

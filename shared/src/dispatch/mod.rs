@@ -235,12 +235,17 @@ where
                 failed.push(record.message_id.clone());
                 continue;
             }
-            // Copies of one job in one batch (DLQ copies redriven together, or copies of a chain
-            // aligned to the same due time): one attempt, the others acknowledged.
+            // Identical copies of one job in one batch (DLQ copies redriven together, or copies of
+            // a chain aligned to the same due time): one attempt, the others acknowledged. Copies
+            // that differ in what decides which one is live (the generation a repair bumps, the
+            // replay run's token, a redrive) are all dispatched, and the stored state picks the
+            // live one: dropping one here could drop the live copy while a stale one is superseded.
             let key = (
                 job.delivery_id.clone(),
                 job.attempt,
-                job.replay.as_ref().map(|r| r.id.clone()),
+                job.generation,
+                job.replay.as_ref().map(|r| (r.id.clone(), r.token.clone())),
+                job.dead_letter.is_some(),
             );
             if !seen.insert(key) {
                 counters.add("DuplicateJobsInBatch", 1);
@@ -353,6 +358,9 @@ where
             job.attempt += 1;
             job.cycle_start = job.attempt;
             job.uncharged = 0;
+            // `MAX_HOLD_SECONDS` counts per retry cycle: a cycle lasts at most its chain plus the
+            // hold limit, as the records' lifetime check assumes (ARCHITECTURE §2.2).
+            job.held_since_ms = None;
             job.due_at_ms = now;
             tracing::info!(
                 delivery_id = job.delivery_id,
@@ -403,6 +411,7 @@ where
             Before::Hold { delay_secs } => {
                 counters.add("Held", 1);
                 metrics.add(&job.destination_id, "Held", 1);
+                job.held_since_ms.get_or_insert(now);
                 return Tagged(id, self.enqueue(job, delay_secs, Lane::Retry).await.into());
             }
             Before::ToRetryLane => {
@@ -432,6 +441,7 @@ where
                     Ok(false) | Err(_) => {
                         counters.add("Held", 1);
                         metrics.add(&job.destination_id, "Held", 1);
+                        job.held_since_ms.get_or_insert(now);
                         let delay = self.settings.breaker.hold.as_secs().clamp(1, 900) as u32;
                         return Tagged(id, self.enqueue(job, delay, Lane::Retry).await.into());
                     }
@@ -481,6 +491,34 @@ where
                 );
                 return Tagged(id, Step::Ack.into());
             }
+            After::DeliveredByReplay(replay) => {
+                counters.add("DeliveredByReplay", 1);
+                tracing::info!(
+                    delivery_id = job.delivery_id,
+                    replay,
+                    "a replay delivered the event meanwhile; not sent again"
+                );
+                let update = self.update(
+                    &job,
+                    DeliveryStatus::Delivered,
+                    "delivered_by_replay",
+                    None,
+                    0,
+                    now,
+                    None,
+                );
+                return Tagged(
+                    id,
+                    match self.store.record_attempt(&job.delivery_key(), &update).await {
+                        Ok(_) => Step::Ack,
+                        Err(e) => {
+                            tracing::error!(delivery_id = job.delivery_id, error = %e, "cannot record delivery");
+                            Step::Fail
+                        }
+                    }
+                    .into(),
+                );
+            }
             After::MissingRecord(reason) => {
                 metrics.add(&job.destination_id, "DeadLettered", 1);
                 return Tagged(
@@ -519,7 +557,7 @@ where
         };
         let latency_ms = started.elapsed().as_millis() as u64;
         let at_ms = self.clock.now_ms();
-        job.history.push(AttemptLog {
+        job.log(AttemptLog {
             attempt: job.attempt,
             at_ms,
             outcome: outcome.describe(),
@@ -528,6 +566,7 @@ where
             cycle: job.cycle_start,
             probe,
         });
+
         metrics.value(&job.destination_id, "AttemptLatencyMs", latency_ms);
         let verdict = destination.retry.verdict(job.policy_attempt(), &outcome);
         let delivered = matches!(verdict, Verdict::Delivered);
@@ -565,6 +604,7 @@ where
             let mut next = job;
             next.attempt += 1;
             next.uncharged += 1;
+            next.held_since_ms.get_or_insert(at_ms);
             let hold = self.settings.breaker.hold.as_secs().clamp(1, 900) as u32;
             next.due_at_ms = at_ms + u64::from(hold) * 1000;
             self.schedule_then_record(next, hold, recorded).await
@@ -574,7 +614,16 @@ where
                     counters.add("Delivered", 1);
                     metrics.add(&job.destination_id, "Delivered", 1);
                     let lag = at_ms.saturating_sub(job.envelope.received_at_ms);
-                    metrics.value(&job.destination_id, "DeliveryLagMs", lag);
+                    // DeliveryLagMs (and its alarm) measure how far behind live traffic is: a
+                    // replay or a redrive of an old event is an operator's choice, not lag, and
+                    // is counted apart.
+                    match lag_metric(&job) {
+                        Some(name) => metrics.value(&job.destination_id, name, lag),
+                        None if job.replay.is_some() => {
+                            metrics.add(&job.destination_id, "ReplayDelivered", 1)
+                        }
+                        None => metrics.add(&job.destination_id, "RedriveDelivered", 1),
+                    }
                     let update = self.update(
                         &job,
                         DeliveryStatus::Delivered,
@@ -841,6 +890,11 @@ where
             return outcome;
         }
     }
+}
+
+/// The lag metric a delivered job reports: live deliveries only (not replays, not redriven cycles).
+fn lag_metric(job: &DeliveryJob) -> Option<&'static str> {
+    (job.replay.is_none() && !job.is_redrive()).then_some("DeliveryLagMs")
 }
 
 /// An outcome with the message id it belongs to.

@@ -77,23 +77,36 @@ pub fn before(job: &DeliveryJob, ctx: &Context<'_>) -> Before {
         .timeout_ms
         .map_or(ctx.default_timeout, Duration::from_millis);
     if let Some(pause) = ctx.state.and_then(|s| s.paused.as_ref()) {
+        let probe_due =
+            pause.by == PausedBy::Breaker && ctx.state.is_some_and(|s| s.probe_at_ms <= ctx.now_ms);
+        // Probes run on the retry lane only: there the full timeout (and token fetches) may be
+        // spent, while a fast-lane slot is bounded by the lane's budget (ARCHITECTURE §1.6). The
+        // job moves at once, so the probe is not later than it would have been.
+        if probe_due && ctx.lane == Lane::Fast {
+            return Before::ToRetryLane;
+        }
+        // The probe comes before the hold limit: however long the pause, the destination keeps
+        // being probed, so it resumes by itself when it answers again.
+        if probe_due && fits(ctx, full_timeout) {
+            return Before::Probe {
+                timeout: full_timeout,
+            };
+        }
+        // `max_hold` bounds how long one job waits for a paused destination (since it was first
+        // held), not how long the destination may stay paused: jobs that arrive later are held
+        // for their own `max_hold`.
         let max_hold_ms = ctx.breaker.max_hold.as_millis() as u64;
-        if ctx.now_ms.saturating_sub(pause.since_ms) > max_hold_ms {
+        if let Some(held_since) = job.held_since_ms
+            && ctx.now_ms.saturating_sub(held_since) > max_hold_ms
+        {
             return Before::DeadLetter {
                 reason: format!(
-                    "destination paused for more than {} s ({}: {})",
+                    "held for more than {} s while the destination was paused ({}: {})",
                     ctx.breaker.max_hold.as_secs(),
                     pause.by.as_str(),
                     pause.reason
                 ),
                 record_failed: true,
-            };
-        }
-        let probe_due =
-            pause.by == PausedBy::Breaker && ctx.state.is_some_and(|s| s.probe_at_ms <= ctx.now_ms);
-        if probe_due && fits(ctx, full_timeout) {
-            return Before::Probe {
-                timeout: full_timeout,
             };
         }
         return Before::Hold {
@@ -153,6 +166,9 @@ pub enum After {
     Superseded,
     /// Nothing to record the attempt against: to the DLQ with this reason.
     MissingRecord(&'static str),
+    /// A replay (this id) delivered the event to the destination meanwhile: record the original
+    /// delivery as DELIVERED without sending again.
+    DeliveredByReplay(String),
     Go,
 }
 
@@ -165,6 +181,11 @@ pub fn after(job: &DeliveryJob, view: &DeliveryView) -> After {
                 && state.attempts < job.cycle_start;
             if state.status.is_final() && !moves_again {
                 return After::AlreadyFinal(state.status);
+            }
+            if job.replay.is_none()
+                && let Some(replay) = &view.delivered_by_replay
+            {
+                return After::DeliveredByReplay(replay.clone());
             }
             if state.attempts >= job.attempt {
                 return After::DuplicateJob {
@@ -180,6 +201,9 @@ pub fn after(job: &DeliveryJob, view: &DeliveryView) -> After {
             After::Go
         }
         None if job.replay.is_some() => After::MissingRecord("the replay's record is gone"),
+        None if view.event_exists && view.delivered_by_replay.is_some() => {
+            After::DeliveredByReplay(view.delivered_by_replay.clone().unwrap_or_default())
+        }
         None if !view.event_exists => After::MissingRecord("no event record"),
         None if job.attempt == 1 && job.generation < view.generation => After::Superseded,
         None => After::Go,
@@ -309,11 +333,32 @@ mod tests {
             before(&job(), &ctx(&d, Some(&operator), Lane::Retry, &s)),
             Before::Hold { .. }
         ));
+        // The hold limit is per job: a pause of eight days holds a job that just arrived...
         let too_long = paused(PausedBy::Operator, NOW - 8 * 86_400_000, 0);
         assert!(matches!(
             before(&job(), &ctx(&d, Some(&too_long), Lane::Retry, &s)),
-            Before::DeadLetter { record_failed: true, reason } if reason.contains("paused for more than 604800 s")
+            Before::Hold { .. }
         ));
+        // ...and dead-letters one held for longer than MAX_HOLD_SECONDS.
+        let mut held = job();
+        held.held_since_ms = Some(NOW - 7 * 86_400_000 - 1);
+        assert!(matches!(
+            before(&held, &ctx(&d, Some(&too_long), Lane::Retry, &s)),
+            Before::DeadLetter { record_failed: true, reason } if reason.contains("held for more than 604800 s")
+        ));
+        // A breaker pause is probed however old it is (even with a job past its limit)...
+        let old_breaker = paused(PausedBy::Breaker, NOW - 30 * 86_400_000, NOW);
+        assert_eq!(
+            before(&held, &ctx(&d, Some(&old_breaker), Lane::Retry, &s)),
+            Before::Probe {
+                timeout: Duration::from_secs(10)
+            }
+        );
+        // ...but never on the fast lane, whose budget a probe's full timeout would break.
+        assert_eq!(
+            before(&job(), &ctx(&d, Some(&probe), Lane::Fast, &s)),
+            Before::ToRetryLane
+        );
     }
 
     #[test]
@@ -354,6 +399,7 @@ mod tests {
                 attempts,
                 token: None,
             }),
+            delivered_by_replay: None,
         }
     }
 
@@ -401,6 +447,27 @@ mod tests {
     }
 
     #[test]
+    fn a_delivered_replay_makes_the_original_delivery_final() {
+        let mut v = view(Some((DeliveryStatus::Failed, 3)), 0);
+        v.delivered_by_replay = Some("r1".into());
+        let mut redriven = job();
+        redriven.attempt = 4;
+        redriven.cycle_start = 4;
+        assert_eq!(after(&redriven, &v), After::DeliveredByReplay("r1".into()));
+        // A retry of a delivery never recorded (an event whose first job was held) too.
+        let mut none = view(None, 0);
+        none.delivered_by_replay = Some("r1".into());
+        assert_eq!(after(&job(), &none), After::DeliveredByReplay("r1".into()));
+        // Delivered already: stays what it is.
+        let mut done = view(Some((DeliveryStatus::Delivered, 1)), 0);
+        done.delivered_by_replay = Some("r1".into());
+        assert_eq!(
+            after(&job(), &done),
+            After::AlreadyFinal(DeliveryStatus::Delivered)
+        );
+    }
+
+    #[test]
     fn replay_copies_carry_the_markers_token() {
         let mut j = job();
         j.replay = Some(crate::delivery::ReplayInfo {
@@ -415,6 +482,7 @@ mod tests {
                 attempts: 0,
                 token: Some(token.into()),
             }),
+            delivered_by_replay: None,
         };
         assert_eq!(after(&j, &marker("t2")), After::Go);
         assert_eq!(after(&j, &marker("t1")), After::Superseded);

@@ -390,14 +390,21 @@ async fn gone_pauses_at_once_and_an_operator_pause_holds_until_resumed() {
             .is_empty()
     );
     assert_eq!(r.http.sent_to(BI).len(), 1);
-    // Paused for longer than MAX_HOLD_SECONDS: dead-lettered with that reason.
+    // A job held for longer than MAX_HOLD_SECONDS: dead-lettered with that reason.
     r.store
         .pause("bi", "forgotten", r.clock.now_ms())
         .await
         .unwrap();
     let job = claimed(&r, "e2", "bi").await;
-    r.clock.advance_ms(8 * 86_400_000);
     assert!(r.run(&[rec("c", &job, Lane::Retry)]).await.is_empty());
+    let held = r.queue.take();
+    assert_eq!(held[0].job.held_since_ms, Some(r.clock.now_ms()));
+    r.clock.advance_ms(8 * 86_400_000);
+    assert!(
+        r.run(&[rec("d", &held[0].job, Lane::Retry)])
+            .await
+            .is_empty()
+    );
     let dead = r.queue.take_dead();
     assert!(
         dead[0]
@@ -405,9 +412,314 @@ async fn gone_pauses_at_once_and_an_operator_pause_holds_until_resumed() {
             .as_ref()
             .unwrap()
             .reason
-            .contains("paused for more than"),
+            .contains("held for more than 604800 s"),
         "{dead:?}"
     );
+    // The pause is now older than the limit, but a job that just arrived is held, not
+    // dead-lettered: the limit is per job.
+    let fresh = claimed(&r, "e3", "bi").await;
+    assert!(r.run(&[rec("e", &fresh, Lane::Fast)]).await.is_empty());
+    assert!(r.queue.take_dead().is_empty());
+    assert_eq!(r.queue.take().len(), 1);
+}
+
+/// Pauses the destination through its breaker (ten failed first attempts); returns their retries.
+async fn trip(r: &Rig, destination: &str, url: &str) -> Vec<Scheduled> {
+    r.http.always(url, Scripted::status(503));
+    let mut retries = Vec::new();
+    for i in 0..10 {
+        let job = claimed(r, &format!("trip{i}"), destination).await;
+        assert!(
+            r.run(&[rec(&format!("t{i}"), &job, Lane::Fast)])
+                .await
+                .is_empty()
+        );
+        retries.extend(r.queue.take());
+    }
+    assert!(r.state(destination).await.paused.is_some());
+    retries
+}
+
+#[tokio::test]
+async fn a_stale_copy_first_in_a_batch_does_not_drop_the_live_one() {
+    use crate::records::{EventKey, EventStore, RepairTakeover};
+    let r = rig().await;
+    let job = claimed(&r, "e1", "crm").await;
+    let intake = job.envelope.intake_id.clone();
+    r.clock.advance_ms(1);
+    r.store
+        .take_over(&RepairTakeover {
+            key: &EventKey::of(&job.envelope),
+            intake_ids: &[intake.as_str()],
+            now_ms: r.clock.now_ms(),
+            lease_until_ms: r.clock.now_ms(),
+            archive_object: None,
+        })
+        .await
+        .unwrap();
+    let mut repaired = job.clone();
+    repaired.generation = 1;
+    // Generation 0 (superseded) first, then its repair copy, in one batch.
+    assert!(
+        r.run(&[
+            rec("old", &job, Lane::Fast),
+            rec("new", &repaired, Lane::Fast)
+        ])
+        .await
+        .is_empty()
+    );
+    assert_eq!(r.http.sent_to(CRM).len(), 1);
+    assert_eq!(
+        r.delivery(&job).await.unwrap().status,
+        DeliveryStatus::Delivered
+    );
+
+    // Two runs of one replay: the old token's copy first, the live one second.
+    use crate::records::ReplayMarker;
+    let r = rig().await;
+    let job = claimed(&r, "e1", "crm").await;
+    let mut replay = job.clone();
+    replay.replay = Some(crate::delivery::ReplayInfo {
+        id: "r1".into(),
+        token: "t1".into(),
+    });
+    let mut rerun = replay.clone();
+    rerun.replay.as_mut().unwrap().token = "t2".into();
+    r.store
+        .mark_replay(
+            &rerun.delivery_key(),
+            &ReplayMarker {
+                event_id: "e1",
+                destination: "crm",
+                replay_id: "r1",
+                token: "t2",
+                at_ms: T0,
+                expires_at_secs: job.expires_at_secs,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        r.run(&[
+            rec("t1", &replay, Lane::Retry),
+            rec("t2", &rerun, Lane::Retry)
+        ])
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        r.http.sent_to(CRM).len(),
+        1,
+        "the live token's copy is sent"
+    );
+}
+
+#[tokio::test]
+async fn a_pause_longer_than_the_hold_limit_is_still_probed_and_ends() {
+    let r = rig().await;
+    trip(&r, "crm", CRM).await;
+    // Down for eight days: longer than MAX_HOLD_SECONDS (7 days).
+    r.clock.advance_ms(8 * 86_400_000);
+    r.http.always(CRM, Scripted::status(200));
+    let job = claimed(&r, "late", "crm").await;
+    assert!(r.run(&[rec("p", &job, Lane::Retry)]).await.is_empty());
+    assert!(r.queue.take_dead().is_empty(), "nothing dead-lettered");
+    assert!(
+        r.state("crm").await.paused.is_none(),
+        "the probe resumed it"
+    );
+    assert_eq!(
+        r.delivery(&job).await.unwrap().status,
+        DeliveryStatus::Delivered
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_never_runs_on_the_fast_lane() {
+    let r = rig().await;
+    trip(&r, "crm", CRM).await;
+    let posts = r.http.sent_to(CRM).len();
+    r.http.always(CRM, Scripted::Hang);
+    r.clock.advance_ms(60_000);
+    let job = claimed(&r, "e1", "crm").await;
+    let started = tokio::time::Instant::now();
+    assert!(r.run(&[rec("f", &job, Lane::Fast)]).await.is_empty());
+    assert_eq!(started.elapsed(), Duration::ZERO, "no fast-lane time spent");
+    assert_eq!(r.http.sent_to(CRM).len(), posts);
+    let moved = r.queue.take();
+    assert_eq!((moved[0].lane, moved[0].delay_secs), (Lane::Retry, 0));
+    // On the retry lane it probes, with the destination's full timeout.
+    assert!(
+        r.run(&[rec("p", &moved[0].job, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    assert_eq!(r.http.sent_to(CRM).len(), posts + 1);
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_resume_ends_every_streak_so_the_destination_does_not_flap() {
+    let r = rig().await;
+    r.http.always(CRM, Scripted::status(503));
+    // Nine failures: one short of the threshold in this (warm) instance.
+    for i in 0..9 {
+        let job = claimed(&r, &format!("e{i}"), "crm").await;
+        assert!(
+            r.run(&[rec(&format!("j{i}"), &job, Lane::Fast)])
+                .await
+                .is_empty()
+        );
+        r.queue.take();
+    }
+    // Another instance paused it, and an operator resumed it; the destination still fails now
+    // and then, but one failure must not pause it again.
+    r.clock.advance_ms(1_000);
+    r.store
+        .pause("crm", "elsewhere", r.clock.now_ms())
+        .await
+        .unwrap();
+    r.clock.advance_ms(1_000);
+    r.store.resume("crm", r.clock.now_ms()).await.unwrap();
+    r.clock.advance_ms(1_000);
+    let job = claimed(&r, "after", "crm").await;
+    assert!(r.run(&[rec("a", &job, Lane::Fast)]).await.is_empty());
+    assert!(
+        r.state("crm").await.paused.is_none(),
+        "re-paused on the first failure after the resume"
+    );
+    // Failed probes while paused do not count either: after the probe that resumes it, a streak
+    // starts from zero.
+    let r = rig().await;
+    trip(&r, "crm", CRM).await;
+    for i in 0..12 {
+        r.clock.advance_ms(60_000);
+        let job = claimed(&r, &format!("p{i}"), "crm").await;
+        assert!(r.run(&[rec("p", &job, Lane::Retry)]).await.is_empty());
+        r.queue.take();
+    }
+    r.http.always(CRM, Scripted::status(200));
+    r.clock.advance_ms(60_000);
+    let job = claimed(&r, "ok", "crm").await;
+    assert!(r.run(&[rec("ok", &job, Lane::Retry)]).await.is_empty());
+    assert!(r.state("crm").await.paused.is_none());
+    r.http.always(CRM, Scripted::status(503));
+    let job = claimed(&r, "one", "crm").await;
+    assert!(r.run(&[rec("one", &job, Lane::Fast)]).await.is_empty());
+    assert!(r.state("crm").await.paused.is_none());
+}
+
+#[tokio::test]
+async fn a_held_jobs_history_stays_bounded_through_a_long_pause() {
+    let r = rig().await;
+    let held = trip(&r, "crm", CRM).await;
+    let mut job = held[0].job.clone();
+    // A day of failed probes (one a minute, each with this job).
+    for i in 0..1_440 {
+        r.clock
+            .advance_ms(job.due_at_ms.saturating_sub(r.clock.now_ms()).max(60_000));
+        assert!(
+            r.run(&[rec(&format!("p{i}"), &job, Lane::Retry)])
+                .await
+                .is_empty()
+        );
+        job = r.queue.take().pop().unwrap().job;
+    }
+    let probes = job.history.iter().filter(|h| h.probe).count();
+    assert!(probes > 0);
+    assert!(job.history.len() <= crate::delivery::JOB_HISTORY_CAP);
+    assert!(
+        !job.history[0].probe,
+        "the real attempt is kept, probes go first"
+    );
+    assert!(job.history_dropped > 0);
+    assert!(serde_json::to_vec(&job).unwrap().len() < 16 * 1024);
+    assert!(r.queue.take_dead().is_empty());
+}
+
+#[tokio::test]
+async fn a_redrive_after_a_delivered_replay_does_not_send_again() {
+    use crate::records::{AttemptUpdate, DeliveryStore, ReplayMarker};
+    let r = rig().await;
+    let job = claimed(&r, "e1", "bi").await;
+    r.http.always(BI, Scripted::status(400));
+    assert!(r.run(&[rec("a", &job, Lane::Fast)]).await.is_empty());
+    let mut dead = r.queue.take_dead().pop().expect("dead-lettered");
+    // An operator replays the event (same webhook-id); the replay is delivered.
+    let mut replay = job.clone();
+    replay.replay = Some(crate::delivery::ReplayInfo {
+        id: "r1".into(),
+        token: "t1".into(),
+    });
+    let key = replay.delivery_key();
+    r.store
+        .mark_replay(
+            &key,
+            &ReplayMarker {
+                event_id: "e1",
+                destination: "bi",
+                replay_id: "r1",
+                token: "t1",
+                at_ms: T0,
+                expires_at_secs: job.expires_at_secs,
+            },
+        )
+        .await
+        .unwrap();
+    r.store
+        .record_attempt(
+            &key,
+            &AttemptUpdate {
+                event_id: "e1".into(),
+                destination: "bi".into(),
+                replay: Some("r1".into()),
+                attempt: 1,
+                at_ms: T0,
+                status: DeliveryStatus::Delivered,
+                outcome: "http_200".into(),
+                status_code: Some(200),
+                latency_ms: 1,
+                lag_ms: None,
+                history: vec![],
+                redrive: false,
+                expires_at_secs: job.expires_at_secs,
+            },
+        )
+        .await
+        .unwrap();
+    // Then the original job is redriven from the DLQ: nothing is sent, the delivery says so.
+    let posts = r.http.sent_to(BI).len();
+    assert!(dead.dead_letter.is_some());
+    dead.due_at_ms = r.clock.now_ms();
+    assert!(
+        r.run(&[rec("redrive", &dead, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    assert_eq!(r.http.sent_to(BI).len(), posts);
+    let d = r.delivery(&job).await.unwrap();
+    assert_eq!(d.status, DeliveryStatus::Delivered);
+    assert_eq!(d.last_outcome.as_deref(), Some("delivered_by_replay"));
+}
+
+#[test]
+fn replays_and_redrives_do_not_report_delivery_lag() {
+    let env = idnow("e1", "s1");
+    let live = DeliveryJob::first(&env, "crm", T0, 0, T0 / 1000 + 86_400);
+    assert_eq!(lag_metric(&live), Some("DeliveryLagMs"));
+    let mut retried = live.clone();
+    retried.attempt = 4;
+    assert_eq!(lag_metric(&retried), Some("DeliveryLagMs"));
+    let mut replay = live.clone();
+    replay.replay = Some(crate::delivery::ReplayInfo {
+        id: "r".into(),
+        token: "t".into(),
+    });
+    assert_eq!(lag_metric(&replay), None);
+    let mut redriven = live.clone();
+    redriven.attempt = 3;
+    redriven.cycle_start = 3;
+    assert_eq!(lag_metric(&redriven), None);
 }
 
 #[tokio::test]

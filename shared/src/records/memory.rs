@@ -173,11 +173,23 @@ impl DeliveryStore for MemoryRecords {
                 attempts: d.record.attempts,
                 token: d.token.clone(),
             });
-        Ok(DeliveryView {
+        let mut view = DeliveryView {
             event_exists: event.is_some(),
             generation: event.map_or(0, |e| e.record.generation),
             delivery,
-        })
+            delivered_by_replay: None,
+        };
+        // The event's other items, as the query of the DynamoDB adapter reads them.
+        let from = (key.pk.clone(), key.event_sk.clone());
+        for ((pk, sk), d) in t.deliveries.range(from..) {
+            if *pk != key.pk || !sk.starts_with(&key.event_sk) {
+                break;
+            }
+            if d.expires_at_secs >= now_secs && *sk != key.sk {
+                view.note_replay(&key.sk, sk, Some(d.record.status.as_str()));
+            }
+        }
+        Ok(view)
     }
 
     async fn record_attempt(
@@ -305,6 +317,7 @@ impl DestinationStates for MemoryRecords {
                     state.paused = None;
                     state.failures = 0;
                     state.probe_at_ms = 0;
+                    state.resumed_at_ms = now_ms;
                     Transition::Resumed
                 } else {
                     Transition::None
@@ -376,6 +389,7 @@ impl DestinationStates for MemoryRecords {
         let was_paused = state.paused.take().is_some();
         state.failures = 0;
         state.probe_at_ms = 0;
+        state.resumed_at_ms = now_ms;
         state.updated_at_ms = now_ms;
         Ok(was_paused)
     }

@@ -249,6 +249,34 @@ pub struct DeliveryView {
     pub generation: u32,
     /// The delivery's item, if any attempt was recorded (or a replay marker written).
     pub delivery: Option<DeliveryState>,
+    /// A replay of this event to the same destination that was DELIVERED (its replay id): the
+    /// destination has the event, so a redriven or retried job of the original delivery is not
+    /// sent again (read by the same query, at no extra cost).
+    pub delivered_by_replay: Option<String>,
+}
+
+impl DeliveryView {
+    /// Notes another item of the event read with the view: a replay to the same destination as
+    /// the delivery at `own_sk` that was DELIVERED.
+    pub fn note_replay(&mut self, own_sk: &str, sk: &str, status: Option<&str>) {
+        let own = match parse_sk(own_sk) {
+            Some((_, SortKey::Delivery { destination, .. })) => destination,
+            _ => return,
+        };
+        if let Some((
+            _,
+            SortKey::Delivery {
+                destination,
+                replay: Some(replay),
+            },
+        )) = parse_sk(sk)
+            && destination == own
+            && status == Some(DeliveryStatus::Delivered.as_str())
+            && self.delivered_by_replay.is_none()
+        {
+            self.delivered_by_replay = Some(replay.to_string());
+        }
+    }
 }
 
 /// One attempt's outcome, written to the delivery's item.
@@ -355,6 +383,9 @@ pub struct DestinationState {
     pub slow_until_ms: u64,
     /// While paused by the breaker: when the next probe may run.
     pub probe_at_ms: u64,
+    /// When the last pause ended (a probe delivered, or an operator resumed it). A dispatcher
+    /// instance forgets a failure streak it began counting before then (`breaker::writes`).
+    pub resumed_at_ms: u64,
     pub updated_at_ms: u64,
 }
 
