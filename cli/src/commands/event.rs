@@ -29,7 +29,26 @@ pub fn id_from_body(
         std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
     };
     read.map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
-    let value = parse_json(&bytes).map_err(|e| CliError::usage(format!("body: {}", e.0)))?;
+    id_of_body(provider, &bytes, slug)
+}
+
+/// [`id_from_body`] on the bytes: every body the receiver accepts, IDnow's `application/jwt` (a
+/// compact JWT whose `data` claim is the event; its signature is not checked here) included.
+pub fn id_of_body(
+    provider: Provider,
+    bytes: &[u8],
+    slug: Option<&str>,
+) -> Result<(String, Option<String>)> {
+    let value = match (parse_json(bytes), provider) {
+        (Ok(v), _) => v,
+        (Err(e), Provider::Idnow) if !bytes.trim_ascii_start().starts_with(b"{") => {
+            let token = std::str::from_utf8(bytes)
+                .map_err(|_| CliError::usage(format!("body: {}", e.0)))?;
+            kyc_relay::verification::jwt::unverified_event(token)
+                .map_err(|e| CliError::usage(format!("body: {}", e.0)))?
+        }
+        (Err(e), _) => return Err(CliError::usage(format!("body: {}", e.0))),
+    };
     let parsed = match provider {
         Provider::Incode => {
             let hint = match slug {
@@ -269,4 +288,48 @@ pub fn delivery_row(d: &DeliveryView) -> Vec<String> {
             .map(|l| format!("{:.1} s", l as f64 / 1000.0))
             .unwrap_or_else(|| "-".into()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn jwt(claims: &serde_json::Value) -> String {
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "{}.{}.{}",
+            b64(br#"{"alg":"RS256","typ":"JWT"}"#),
+            b64(claims.to_string().as_bytes()),
+            b64(b"not-checked")
+        )
+    }
+
+    #[test]
+    fn an_idnow_jwt_body_names_its_event_like_a_json_one() {
+        let event = json!({
+            "eventId": "evt-jwt", "eventDeliverId": "d-1", "eventVersion": "1.0",
+            "eventName": "session.completed", "eventSequence": 3,
+            "createdAt": "2026-11-18T08:53:20Z", "environment": "test",
+            "payload": {"flowId": "f", "sessionId": "sess-jwt", "sessionStatus": "COMPLETED"}
+        });
+        let from_json = id_of_body(Provider::Idnow, event.to_string().as_bytes(), None).unwrap();
+        let token = jwt(&json!({"iss": "idnow", "sub": "evt-jwt", "data": event}));
+        let from_jwt = id_of_body(Provider::Idnow, format!("{token}\n").as_bytes(), None).unwrap();
+        assert_eq!(from_jwt, from_json);
+        assert_eq!(from_jwt, ("evt-jwt".into(), Some("sess-jwt".into())));
+        // Precise errors for what is neither.
+        let no_data = jwt(&json!({"iss": "idnow"}));
+        let e = id_of_body(Provider::Idnow, no_data.as_bytes(), None).unwrap_err();
+        assert!(e.to_string().contains("no `data` object claim"), "{e}");
+        let e = id_of_body(Provider::Idnow, b"not a body", None).unwrap_err();
+        assert!(
+            e.to_string().contains("neither JSON nor a compact JWT"),
+            "{e}"
+        );
+        // Broken JSON keeps its JSON error; Incode bodies are JSON only.
+        let e = id_of_body(Provider::Idnow, b"{\"eventId\":", None).unwrap_err();
+        assert!(!e.to_string().contains("JWT"), "{e}");
+        assert!(id_of_body(Provider::Incode, token.as_bytes(), None).is_err());
+    }
 }

@@ -148,6 +148,21 @@ pub(crate) fn strict_claims(token: &str) -> Result<Map<String, Value>, Rejection
     }
 }
 
+/// The event in an IDnow compact-JWT body (its `data` claim), **without** checking the signature:
+/// for an operator locating an event by a body they hold (`kyc-relay event idnow --body`), never
+/// for intake. Parsed as strictly as the receiver parses a verified token.
+pub fn unverified_event(token: &str) -> Result<Value, crate::provider::ParseError> {
+    let claims = strict_claims(token.trim()).map_err(|_| {
+        crate::provider::ParseError("body is neither JSON nor a compact JWT".into())
+    })?;
+    match claims.get("data") {
+        Some(data) if data.is_object() => Ok(data.clone()),
+        _ => Err(crate::provider::ParseError(
+            "JWT has no `data` object claim".into(),
+        )),
+    }
+}
+
 /// `iss` must be a string equal to `issuer`. jsonwebtoken also accepts an array that contains it
 /// (its `Issuer::Multiple`); RFC 7519 section 4.1.1 defines `iss` as one StringOrURI.
 pub(crate) fn check_issuer(claims: &Map<String, Value>, issuer: &str) -> Result<(), Rejection> {
