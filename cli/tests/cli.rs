@@ -519,6 +519,27 @@ async fn dlq_redrive_moves_exactly_the_matching_messages_and_the_dispatcher_retr
         .kyc(&["dlq", "show", "--queue", "delivery", "no-such-id"])
         .await;
     assert_eq!(shown.code, 3, "{}", shown.stderr);
+
+    // `dlq show` in JSON follows the table's rule: the webhook body only with --body.
+    let listed = rig.kyc_json(&["dlq", "list", "--queue", "ingest"]).await;
+    let id = listed["messages"][0]["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let show = ["dlq", "show", "--queue", "ingest", id.as_str()];
+    let plain = rig.kyc_json(&show).await;
+    let text = plain.to_string();
+    assert!(plain.get("body").is_none(), "{text}");
+    assert!(
+        !text.contains("raw_body") && !text.contains("flow-1"),
+        "{text}"
+    );
+    assert_eq!(plain["message"]["session_id"], "s-i");
+    let with_body = rig.kyc_json(&[&show[..], &["--body"]].concat()).await;
+    assert!(
+        with_body["body"].to_string().contains("flow-1"),
+        "{with_body}"
+    );
 }
 
 /// The destination's requests carrying a replay of `events` (the envelope body names the event).

@@ -69,6 +69,8 @@ pub struct Scan<'a> {
     seen: HashSet<String>,
     held: Vec<String>,
     done: bool,
+    /// Set when the pass ended while the queue still had visible messages it did not reach.
+    left: Option<u64>,
 }
 
 impl<'a> Scan<'a> {
@@ -82,6 +84,7 @@ impl<'a> Scan<'a> {
             seen: HashSet::new(),
             held: Vec::new(),
             done: false,
+            left: None,
         }
     }
 
@@ -107,8 +110,18 @@ impl<'a> Scan<'a> {
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
-            .await
-            .map_err(|e| sdk(&format!("receive from {}", self.url), e))?;
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            // The queue's in-flight limit (about 120,000 messages for a standard queue, most of
+            // them held by this pass): the rest cannot be received until some are released.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_over_limit()) => {
+                self.done = true;
+                self.left = Some(depth(self.client, self.url).await?.visible.max(1));
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(sdk(&format!("receive from {}", self.url), e)),
+        };
         let mut fresh = Vec::new();
         let mut any = false;
         for m in out.messages() {
@@ -139,7 +152,23 @@ impl<'a> Scan<'a> {
         if !any || fresh.is_empty() {
             self.done = true;
         }
+        if !any {
+            // Nothing came back. Either the queue is empty, or SQS returned nothing although
+            // messages are visible (at the in-flight limit it may answer empty rather than with
+            // OverLimit): the queue's own count tells, so a partial pass is never taken for a
+            // whole one.
+            let visible = depth(self.client, self.url).await?.visible;
+            if visible > 0 {
+                self.left = Some(visible);
+            }
+        }
         Ok(fresh)
+    }
+
+    /// Messages the pass did not reach (approximately, as SQS counts them): `Some` when it ended
+    /// with visible messages left, e.g. at the queue's in-flight limit.
+    pub fn left(&self) -> Option<u64> {
+        self.left
     }
 
     /// Leaves the message in the queue (made visible again by [`Self::release`]).

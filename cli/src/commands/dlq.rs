@@ -320,7 +320,20 @@ pub async fn pass(
             scan.visibility_secs()
         );
     }
-    result.map(|()| out)
+    result?;
+    if let Some(left) = scan.left() {
+        // Never report a partial pass as complete: the caller exits non-zero and says what is left.
+        return Err(CliError::failed(format!(
+            "partial pass: scanned {}, matched {}, acted on {}, but about {left} message(s) of the \
+             {} DLQ were not reached (SQS returned none: its in-flight limit, about 120,000 per \
+             queue). What was done stays done; run the same command again to cover the rest",
+            out.scanned,
+            out.matched.len(),
+            out.moved.len(),
+            filter.queue.as_str()
+        )));
+    }
+    Ok(out)
 }
 
 fn table(summaries: &[Summary]) {
@@ -424,7 +437,16 @@ async fn show(ctx: &Ctx, queue: DlqName, message_id: &str, with_body: bool) -> R
     let body: serde_json::Value =
         serde_json::from_str(&m.body).unwrap_or_else(|_| serde_json::Value::String(m.body.clone()));
     if ctx.ui.json {
-        ctx.json(json!({"queue": queue.as_str(), "message": summary, "body": body}));
+        // The same rule as the table: the body (the webhook, personal data) only with --body;
+        // without it, what the table shows (the summary and the attempts).
+        let mut doc = json!({"queue": queue.as_str(), "message": summary});
+        if let Some(history) = body.get("history") {
+            doc["history"] = history.clone();
+        }
+        if with_body {
+            doc["body"] = body;
+        }
+        ctx.json(doc);
         return Ok(());
     }
     table(std::slice::from_ref(&summary));
