@@ -274,6 +274,12 @@ async fn conformance(store: impl Records, clock: ManualClock) {
     // --- expiry: logically gone before TTL deletes it; claimable again ----------------------------
     clock.set_ms((expires + 1) * 1000);
     assert!(store.event(&key).await.unwrap().is_none());
+    // Erasure still finds the archive objects of expired items (TTL deletes them days later).
+    assert!(store.partition(&key.pk).await.unwrap().is_empty());
+    assert_eq!(
+        store.archive_objects(&key.pk).await.unwrap(),
+        ["events/a.jsonl", "events/b.jsonl"]
+    );
     assert_eq!(store.view(&crm).await.unwrap(), DeliveryView::default());
     let late = (expires + 1) * 1000;
     assert_eq!(

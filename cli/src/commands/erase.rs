@@ -1,7 +1,10 @@
 //! `erase --session PROVIDER SESSION_ID`: the right to erasure. Removes
-//! 1. the session's lines from every archive object its records list (and, with `--since/--until`,
-//!    from every object of those archive hours: copies of events whose records already expired),
-//!    rewriting each object without them and deleting an object left empty;
+//! 1. the session's lines from every archive object its records list (expired records included,
+//!    which TTL has not deleted yet), and, with `--since/--until`, from every object of those
+//!    archive hours and the hour after `--until` (copies of events whose records are gone, and
+//!    repair or backlog copies archived later), rewriting each object without them and deleting an
+//!    object left empty. Records that name archive objects with no archive bucket configured are
+//!    refused (exit 2), never deleted with their envelopes left behind;
 //! 2. the session's messages in both DLQs (their bodies are the webhooks);
 //! 3. its records (`RecordReader::erase_partition`: every item of the session's partition).
 //!
@@ -82,24 +85,33 @@ pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
         ));
     }
 
-    // 1. Which archive objects hold the session's lines.
-    let mut objects: BTreeSet<String> = events
-        .iter()
-        .flat_map(|e| e.event.archive.iter().cloned())
-        .collect();
+    // 1. Which archive objects hold the session's lines: those every event item names, expired
+    // items included (TTL deletes them days late, and they are deleted below).
+    let mut objects: BTreeSet<String> = records.archive_objects(&pk).await?.into_iter().collect();
     let archive = match ctx.res.archive_bucket {
         Some(_) => Some(ctx.archive()?),
+        None if !objects.is_empty() => {
+            // Deleting the records would leave their envelopes in S3 with nothing pointing at them.
+            return Err(CliError::usage(format!(
+                "the session's records name {} archive object(s), but no archive bucket is configured \
+                 (ARCHIVE_BUCKET / --stack): nothing was erased",
+                objects.len()
+            )));
+        }
         None => {
             warnings.push("no archive bucket: nothing archived to erase".into());
             None
         }
     };
     if let (Some(store), Some(s), Some(u)) = (&archive, since, until) {
+        // One hour past `--until`, as `replay` reads: a repair or a backlog copy of an event
+        // received before `--until` is archived in a later hour.
+        let end = u + HOUR_MS;
         let mut h = s - s % HOUR_MS;
         let bar = ctx
             .ui
-            .bar(Some((u - h).div_ceil(HOUR_MS)), "listing archive hours");
-        while h < u {
+            .bar(Some((end - h).div_ceil(HOUR_MS)), "listing archive hours");
+        while h < end {
             objects.extend(store.list(&hour_prefix(h), None).await?);
             h += HOUR_MS;
             bar.inc(1);

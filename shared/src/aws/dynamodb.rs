@@ -738,6 +738,39 @@ impl RecordReader for DynamoRecords {
         Ok(Some(EventWithDeliveries { event, deliveries }))
     }
 
+    async fn archive_objects(&self, pk: &str) -> Result<Vec<String>, StoreError> {
+        // A query of its own: `query` drops expired items, which erasure must see too.
+        let mut objects = std::collections::BTreeSet::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :p)")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":p", s("ev#"))
+                .projection_expression("#sk, #archive")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_names("#sk", "sk")
+                .expression_attribute_names("#archive", "archive")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(store_error)?;
+            for item in out.items() {
+                if let Some((_, SortKey::Event)) = get_s(item, "sk").and_then(parse_sk) {
+                    objects.extend(get_list_s(item, "archive"));
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(objects.into_iter().collect()),
+            }
+        }
+    }
+
     async fn erase_partition(&self, pk: &str) -> Result<usize, StoreError> {
         // Expired items too: erasure removes everything, not only what is still live.
         let mut keys = Vec::new();

@@ -426,6 +426,17 @@ impl RecordReader for MemoryRecords {
         }))
     }
 
+    async fn archive_objects(&self, pk: &str) -> Result<Vec<String>, StoreError> {
+        let t = self.lock();
+        let objects: std::collections::BTreeSet<String> = t
+            .events
+            .iter()
+            .filter(|((p, _), _)| p == pk)
+            .flat_map(|(_, e)| e.record.archive.iter().cloned())
+            .collect();
+        Ok(objects.into_iter().collect())
+    }
+
     async fn erase_partition(&self, pk: &str) -> Result<usize, StoreError> {
         let mut t = self.lock();
         let before = t.events.len() + t.deliveries.len();

@@ -514,6 +514,14 @@ pub trait RecordReader: Send + Sync {
 
     /// Deletes every item of a partition; returns how many were deleted.
     fn erase_partition(&self, pk: &str) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Every archive object the partition's event items name, sorted, **expired items included**:
+    /// DynamoDB's TTL deletes items days after `expires_at`, and erasure must rewrite the objects of
+    /// every item it is about to delete.
+    fn archive_objects(
+        &self,
+        pk: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
 
 /// The session's status as its events tell it: the furthest (highest-ranked) status, and of two
@@ -681,6 +689,13 @@ impl<T: RecordReader> RecordReader for std::sync::Arc<T> {
 
     fn erase_partition(&self, pk: &str) -> impl Future<Output = Result<usize, StoreError>> + Send {
         (**self).erase_partition(pk)
+    }
+
+    fn archive_objects(
+        &self,
+        pk: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
+        (**self).archive_objects(pk)
     }
 }
 
