@@ -856,6 +856,21 @@ async fn status_destinations_and_bad_arguments() {
     rig.ingest(&[&e]).await;
     rig.drive_once_without_holding().await;
     assert_eq!(crm.hits(), 0, "held while paused");
+    // Shown as the docs name it: RETRYING (held), not "not attempted yet".
+    let held = rig
+        .kyc_json(&["event", "idnow", "evt-p", "--session", "s-p"])
+        .await;
+    let d = find(deliveries_of(&held), "destination", "crm");
+    assert_eq!(
+        (d["state"].as_str(), d["last_outcome"].as_str()),
+        (Some("RETRYING"), Some("held: destination paused"))
+    );
+    let session = rig.kyc(&["session", "idnow", "s-p"]).await;
+    assert!(
+        session.stdout.contains("held: destination paused"),
+        "{}",
+        session.stdout
+    );
     let resumed = rig.kyc_json(&["destinations", "resume", "crm"]).await;
     assert_eq!(
         (

@@ -154,7 +154,8 @@ pub async fn run(ctx: &Ctx, a: &EventArgs) -> Result<()> {
     };
     let (e, found_by) = locate(ctx, a.provider, &event_id, session.as_deref()).await?;
     let session = partition_parts(&e.event.key.pk).and_then(|(_, s)| s.map(str::to_string));
-    let views = deliveries(&e);
+    let mut views = deliveries(&e);
+    super::mark_held(&mut views, &super::paused_destinations(ctx).await?);
 
     let archive = match ctx.res.archive_bucket {
         Some(_) => {

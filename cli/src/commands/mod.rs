@@ -68,6 +68,7 @@ impl DeliveryView {
     pub fn state_text(&self) -> String {
         match (self.state, &self.replay) {
             ("NOT_ATTEMPTED", _) => "not attempted yet".into(),
+            ("RETRYING", _) if self.attempts == 0 => "RETRYING (held: destination paused)".into(),
             ("PENDING", Some(_)) => "replay queued".into(),
             (s, _) => s.into(),
         }
@@ -104,6 +105,32 @@ pub fn deliveries(e: &EventWithDeliveries) -> Vec<DeliveryView> {
     rest.sort_by(|a, b| (&a.replay, &a.destination).cmp(&(&b.replay, &b.destination)));
     out.extend(rest.into_iter().map(DeliveryView::of));
     out
+}
+
+/// Shows a delivery never attempted whose destination is paused as what it is: its job is held
+/// on the retry lane (docs/operations.md §4 lists it under RETRYING), not waiting for a first try.
+pub fn mark_held(views: &mut [DeliveryView], paused: &std::collections::BTreeSet<String>) {
+    for v in views {
+        if v.state == "NOT_ATTEMPTED" && paused.contains(&v.destination) {
+            v.state = "RETRYING";
+            v.last_outcome = Some("held: destination paused".into());
+        }
+    }
+}
+
+/// Destinations paused now (one query of the destinations' state items).
+pub async fn paused_destinations(
+    ctx: &crate::ctx::Ctx,
+) -> Result<std::collections::BTreeSet<String>> {
+    use kyc_relay::records::DestinationStates;
+    Ok(ctx
+        .records()?
+        .load()
+        .await?
+        .into_iter()
+        .filter(|(_, s)| s.paused.is_some())
+        .map(|(d, _)| d)
+        .collect())
 }
 
 /// The provider and session (or lone event) a partition key names: `s#{provider}#{session}` or

@@ -33,7 +33,15 @@ pub async fn run(ctx: &Ctx, a: &SessionArgs) -> Result<()> {
             furthest = Some(furthest.map_or(r, |f| f.max(r)));
         }
     }
-    let views: Vec<Vec<DeliveryView>> = events.iter().map(deliveries).collect();
+    let paused = super::paused_destinations(ctx).await?;
+    let views: Vec<Vec<DeliveryView>> = events
+        .iter()
+        .map(|e| {
+            let mut v = deliveries(e);
+            super::mark_held(&mut v, &paused);
+            v
+        })
+        .collect();
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
     for v in views.iter().flatten().filter(|d| d.replay.is_none()) {
         *counts.entry(v.state).or_default() += 1;
