@@ -779,6 +779,32 @@ async fn erase_leaves_nothing_of_the_session_readable_and_logs_without_personal_
     assert_eq!(dlq.len(), 1);
     assert!(!dlq[0].body().unwrap().contains(gone));
 
+    // Nothing brings it back: a provider retry of one of its events is refused by the consumer
+    // (no claim, no archive line, no job), and a job of the session still on a delivery lane is
+    // dropped by the dispatcher (no request, no DLQ copy with its webhook, no delivery item).
+    let hits = crm.hits();
+    rig.ingest(&[&a]).await;
+    let job = DeliveryJob::first(
+        &b,
+        "crm",
+        rig.clock.now_ms(),
+        0,
+        rig.clock.now_secs() + 86_400,
+    );
+    let sent = delivery_queue(&rig.aws)
+        .schedule(vec![kyc_relay::delivery::Scheduled {
+            job,
+            delay_secs: 0,
+            lane: Lane::Fast,
+        }])
+        .await;
+    assert!(sent.iter().all(Result::is_ok));
+    assert_eq!(rig.drive().await, 1, "only the queued job");
+    assert_eq!(crm.hits(), hits);
+    assert_eq!(rig.aws.depth(rig.aws.get("DELIVERY_DLQ_URL")).await, 0);
+    assert_eq!(archived_lines(&rig).await.len(), 1);
+    assert_eq!(rig.kyc(&["session", "idnow", gone]).await.code, 3);
+
     // The audit item: the subject's hash and the counts, no session id.
     let audit = rig
         .aws

@@ -94,6 +94,7 @@ mod tests {
             expires_at_secs: u64::MAX,
             generation: 0,
             destinations: vec!["crm".into()],
+            erased: false,
         }
     }
 

@@ -323,6 +323,13 @@ impl<S: EventStore, Q: DeliveryQueue, A: Archive> Processor<S, Q, A> {
                 );
                 return Step::Apply(self.jobs(envelope, &destinations, now_ms, 0, expires_at_secs));
             }
+            Ok(ClaimResult::Existing(existing)) if existing.erased => {
+                // The session was erased: a provider retry, a redelivery or a redriven copy of one
+                // of its events. Acknowledged, counted, never processed again.
+                counters.add("ErasedEvents", 1);
+                tracing::info!(provider = %envelope.provider, event_id = envelope.event_id, "event of an erased session: refused");
+                return Step::Done;
+            }
             Ok(ClaimResult::Existing(existing)) => existing,
             Err(e) => {
                 tracing::error!(provider = %envelope.provider, event_id = envelope.event_id, error = %e, "claim failed");
@@ -508,6 +515,37 @@ mod tests {
                 .map(|e| e.event_id)
                 .collect()
         }
+    }
+
+    #[tokio::test]
+    async fn events_of_an_erased_session_are_refused_for_as_long_as_copies_can_arrive() {
+        use crate::records::RecordReader;
+        let r = rig();
+        let e = fresh(&idnow("e1", "s1"));
+        assert!(r.batch(&[record("m1", &e)]).await.is_empty());
+        r.queue.take();
+        let archived = r.archive.objects().len();
+        r.store
+            .erase_partition(&EventKey::of(&e).pk, r.clock.now_ms())
+            .await
+            .unwrap();
+        // A provider retry, and an SQS copy of the original message: acknowledged, nothing
+        // claimed, archived or sent; still so four weeks later.
+        r.clock.advance_ms(28 * 86_400_000);
+        let calls = r.store.calls.load(Ordering::Relaxed);
+        assert!(
+            r.batch(&[record("m2", &retry_of(&e)), record("m3", &e)])
+                .await
+                .is_empty()
+        );
+        assert_eq!(
+            r.store.calls.load(Ordering::Relaxed) - calls,
+            1,
+            "one claim"
+        );
+        assert!(r.queue.take().is_empty());
+        assert_eq!(r.archive.objects().len(), archived);
+        assert!(r.store.event(&EventKey::of(&e)).await.unwrap().is_none());
     }
 
     #[tokio::test]

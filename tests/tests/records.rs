@@ -142,6 +142,7 @@ async fn conformance(store: impl Records, clock: ManualClock) {
             generation: 1,
             delivery: None,
             delivered_by_replay: None,
+            erased: false,
         }
     );
     assert!(
@@ -293,8 +294,27 @@ async fn conformance(store: impl Records, clock: ManualClock) {
     clock.set_ms(T0);
 
     // --- erasure ---------------------------------------------------------------------------------
-    assert_eq!(store.erase_partition(&key.pk).await.unwrap(), 4);
+    assert_eq!(store.erase_partition(&key.pk, T0).await.unwrap(), 4);
     assert!(store.partition(&key.pk).await.unwrap().is_empty());
+    assert!(store.event(&key).await.unwrap().is_none());
+    assert!(store.archive_objects(&key.pk).await.unwrap().is_empty());
+    // The events stay as tombstones: a later copy of one (a provider retry, a redelivery) is refused,
+    // a repair cannot take it over, and the dispatcher's view says so.
+    match store.claim(&claim(&key, "i7", "h", T0 + 1)).await.unwrap() {
+        ClaimResult::Existing(x) => assert!(x.erased, "{x:?}"),
+        other => panic!("an erased event was claimed again: {other:?}"),
+    }
+    assert_eq!(
+        store
+            .take_over(&takeover(T0 + 120_000, &["i5"]))
+            .await
+            .unwrap(),
+        None
+    );
+    let erased_view = store.view(&crm).await.unwrap();
+    assert!(erased_view.erased && !erased_view.event_exists && erased_view.delivery.is_none());
+    // Erasing again finds nothing more to remove.
+    assert_eq!(store.erase_partition(&key.pk, T0 + 5).await.unwrap(), 0);
 
     // --- destinations ----------------------------------------------------------------------------
     let trip = |failures| BreakerWrite::Trip {

@@ -256,7 +256,7 @@ pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
         }
     }
     // 3. Records.
-    let record_items = records.erase_partition(&pk).await? as u64;
+    let record_items = records.erase_partition(&pk, ctx.now_ms()).await? as u64;
     // 4. The audit item.
     let counts = [
         ("events", events.len() as u64),

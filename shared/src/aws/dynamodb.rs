@@ -145,6 +145,10 @@ impl DynamoRecords {
 }
 
 fn event_record(item: &Item) -> Option<EventRecord> {
+    if item.contains_key("erased") {
+        // An erasure tombstone is not an event.
+        return None;
+    }
     let pk = get_s(item, "pk")?;
     let sk = get_s(item, "sk")?;
     let (event_id, SortKey::Event) = parse_sk(sk)? else {
@@ -281,6 +285,7 @@ impl EventStore for DynamoRecords {
             expires_at_secs: get_n(&old, "expires_at").unwrap_or(0),
             generation: get_n(&old, "gen").unwrap_or(0) as u32,
             destinations: get_list_s(&old, "dests"),
+            erased: old.contains_key("erased"),
         }))
     }
 
@@ -344,6 +349,9 @@ impl DeliveryStore for DynamoRecords {
         let mut view = DeliveryView::default();
         for item in &items {
             match get_s(item, "sk") {
+                Some(sk) if sk == key.event_sk && item.contains_key("erased") => {
+                    view.erased = true;
+                }
                 Some(sk) if sk == key.event_sk => {
                     view.event_exists = true;
                     view.generation = get_n(item, "gen").unwrap_or(0) as u32;
@@ -771,9 +779,9 @@ impl RecordReader for DynamoRecords {
         }
     }
 
-    async fn erase_partition(&self, pk: &str) -> Result<usize, StoreError> {
+    async fn erase_partition(&self, pk: &str, now_ms: u64) -> Result<usize, StoreError> {
         // Expired items too: erasure removes everything, not only what is still live.
-        let mut keys = Vec::new();
+        let mut keys: Vec<Item> = Vec::new();
         let mut start: Option<Item> = None;
         loop {
             let out = self
@@ -783,9 +791,12 @@ impl RecordReader for DynamoRecords {
                 .consistent_read(true)
                 .key_condition_expression("#pk = :pk")
                 .expression_attribute_values(":pk", s(pk))
-                .projection_expression("#pk, #sk")
+                .projection_expression("#pk, #sk, #exp, #claimed, #erased")
                 .expression_attribute_names("#pk", "pk")
                 .expression_attribute_names("#sk", "sk")
+                .expression_attribute_names("#exp", "expires_at")
+                .expression_attribute_names("#claimed", "claimed")
+                .expression_attribute_names("#erased", "erased")
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -796,15 +807,47 @@ impl RecordReader for DynamoRecords {
                 _ => break,
             }
         }
-        for key in &keys {
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(key.clone()))
-                .send()
-                .await
-                .map_err(store_error)?;
+        let mut count = 0;
+        for item in &keys {
+            let (Some(pk_v), Some(sk_v)) = (item.get("pk"), item.get("sk")) else {
+                continue;
+            };
+            let is_event = matches!(
+                get_s(item, "sk").and_then(parse_sk),
+                Some((_, SortKey::Event))
+            );
+            if is_event {
+                if item.contains_key("erased") {
+                    continue;
+                }
+                // The whole item is replaced: nothing of the event but its key stays.
+                let expires = tombstone_expiry(
+                    get_n(item, "expires_at").unwrap_or(0),
+                    get_n(item, "claimed").unwrap_or(0),
+                    now_ms,
+                );
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .item("pk", pk_v.clone())
+                    .item("sk", sk_v.clone())
+                    .item("erased", n(now_ms))
+                    .item("expires_at", n(expires))
+                    .send()
+                    .await
+                    .map_err(store_error)?;
+            } else {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", pk_v.clone())
+                    .key("sk", sk_v.clone())
+                    .send()
+                    .await
+                    .map_err(store_error)?;
+            }
+            count += 1;
         }
-        Ok(keys.len())
+        Ok(count)
     }
 }

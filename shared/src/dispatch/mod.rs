@@ -491,6 +491,7 @@ where
                 );
                 return Tagged(id, Step::Ack.into());
             }
+            After::Erased => return Tagged(id, self.drop_erased(&job, counters, metrics).into()),
             After::DeliveredByReplay(replay) => {
                 counters.add("DeliveredByReplay", 1);
                 tracing::info!(
@@ -751,6 +752,24 @@ where
         }
     }
 
+    /// A job of an erased session: acknowledged and counted, never sent, recorded or dead-lettered
+    /// (its webhook would outlive the erasure in the DLQ). Logged without personal data.
+    fn drop_erased(
+        &self,
+        job: &DeliveryJob,
+        counters: &Counters,
+        metrics: &DestinationMetrics,
+    ) -> Step {
+        counters.add("ErasedJobsDropped", 1);
+        metrics.add(&job.destination_id, "ErasedJobsDropped", 1);
+        tracing::info!(
+            delivery_id = job.delivery_id,
+            destination = job.destination_id,
+            "job of an erased session; dropped"
+        );
+        Step::Ack
+    }
+
     async fn give_up(
         &self,
         mut job: DeliveryJob,
@@ -759,6 +778,18 @@ where
         at_ms: u64,
         counters: &Counters,
     ) -> Step {
+        // The rare path reads the event's state once more: a job whose session was erased must not
+        // carry its webhook into the DLQ, nor write a delivery item back into the erased partition.
+        match self.store.view(&job.delivery_key()).await {
+            Ok(v) if v.erased => {
+                return self.drop_erased(&job, counters, &DestinationMetrics::default());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(delivery_id = job.delivery_id, error = %e, "cannot read delivery state");
+                return Step::Fail;
+            }
+        }
         counters.add("DeadLettered", 1);
         tracing::warn!(
             delivery_id = job.delivery_id,

@@ -169,11 +169,16 @@ pub enum After {
     /// A replay (this id) delivered the event to the destination meanwhile: record the original
     /// delivery as DELIVERED without sending again.
     DeliveredByReplay(String),
+    /// The event's session was erased: drop the job (no request, no record, no DLQ copy).
+    Erased,
     Go,
 }
 
 /// The decision once the delivery's state is read.
 pub fn after(job: &DeliveryJob, view: &DeliveryView) -> After {
+    if view.erased {
+        return After::Erased;
+    }
     match &view.delivery {
         Some(state) => {
             let moves_again = job.is_redrive()
@@ -400,6 +405,7 @@ mod tests {
                 token: None,
             }),
             delivered_by_replay: None,
+            erased: false,
         }
     }
 
@@ -483,6 +489,7 @@ mod tests {
                 token: Some(token.into()),
             }),
             delivered_by_replay: None,
+            erased: false,
         };
         assert_eq!(after(&j, &marker("t2")), After::Go);
         assert_eq!(after(&j, &marker("t1")), After::Superseded);

@@ -781,3 +781,35 @@ async fn a_hung_token_endpoint_costs_one_timeout_per_batch_not_one_per_job() {
         "token_error: token endpoint timeout"
     );
 }
+
+#[tokio::test]
+async fn jobs_of_an_erased_session_are_dropped_not_sent_recorded_or_dead_lettered() {
+    use crate::records::RecordReader;
+    let r = rig().await;
+    let queued = claimed(&r, "e1", "crm").await;
+    let bi_job = claimed(&r, "e2", "bi").await;
+    // A job held for a paused destination since long before the erasure.
+    r.store.pause("bi", "maintenance", T0).await.unwrap();
+    assert!(r.run(&[rec("h", &bi_job, Lane::Fast)]).await.is_empty());
+    let held = r.queue.take().pop().unwrap().job;
+    r.store
+        .erase_partition(&queued.event_key().pk, r.clock.now_ms())
+        .await
+        .unwrap();
+    // The queued job: no request, nothing recorded, nothing in the DLQ.
+    assert!(r.run(&[rec("q", &queued, Lane::Fast)]).await.is_empty());
+    assert!(r.http.sent().is_empty());
+    assert!(r.delivery(&queued).await.is_none());
+    // The held job past the hold limit: dropped instead of dead-lettered with its webhook.
+    r.clock.advance_ms(8 * 86_400_000);
+    assert!(r.run(&[rec("h2", &held, Lane::Retry)]).await.is_empty());
+    assert!(r.queue.take_dead().is_empty());
+    assert!(r.queue.take().is_empty());
+    assert!(
+        r.store
+            .partition(&queued.event_key().pk)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -13,6 +13,8 @@ use std::sync::Mutex;
 struct EventItem {
     record: EventRecord,
     lease_until_ms: u64,
+    /// A tombstone: the session was erased (only the key and the expiry are kept).
+    erased: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -72,7 +74,7 @@ impl MemoryRecords {
 fn live_event<'a>(t: &'a Tables, key: &EventKey, now_secs: u64) -> Option<&'a EventItem> {
     t.events
         .get(&(key.pk.clone(), key.sk.clone()))
-        .filter(|e| e.record.expires_at_secs >= now_secs)
+        .filter(|e| e.record.expires_at_secs >= now_secs && !e.erased)
 }
 
 impl EventStore for MemoryRecords {
@@ -91,6 +93,7 @@ impl EventStore for MemoryRecords {
                 expires_at_secs: existing.record.expires_at_secs,
                 generation: existing.record.generation,
                 destinations: existing.record.destinations.clone(),
+                erased: existing.erased,
             }));
         }
         t.events.insert(
@@ -112,6 +115,7 @@ impl EventStore for MemoryRecords {
                     archive: c.archive_object.map(str::to_string).into_iter().collect(),
                 },
                 lease_until_ms: c.lease_until_ms,
+                erased: false,
             },
         );
         Ok(ClaimResult::Claimed)
@@ -127,7 +131,8 @@ impl EventStore for MemoryRecords {
         else {
             return Ok(None);
         };
-        if item.lease_until_ms >= r.now_ms
+        if item.erased
+            || item.lease_until_ms >= r.now_ms
             || !r.intake_ids.contains(&item.record.intake_id.as_str())
         {
             return Ok(None);
@@ -160,10 +165,12 @@ impl DeliveryStore for MemoryRecords {
     async fn view(&self, key: &DeliveryKey) -> Result<DeliveryView, StoreError> {
         let now_secs = self.now_secs();
         let t = self.lock();
-        let event = t
+        let item = t
             .events
             .get(&(key.pk.clone(), key.event_sk.clone()))
             .filter(|e| e.record.expires_at_secs >= now_secs);
+        let erased = item.is_some_and(|e| e.erased);
+        let event = item.filter(|e| !e.erased);
         let delivery = t
             .deliveries
             .get(&(key.pk.clone(), key.sk.clone()))
@@ -178,6 +185,7 @@ impl DeliveryStore for MemoryRecords {
             generation: event.map_or(0, |e| e.record.generation),
             delivery,
             delivered_by_replay: None,
+            erased,
         };
         // The event's other items, as the query of the DynamoDB adapter reads them.
         let from = (key.pk.clone(), key.event_sk.clone());
@@ -407,7 +415,7 @@ impl RecordReader for MemoryRecords {
         let mut out: Vec<EventWithDeliveries> = t
             .events
             .iter()
-            .filter(|((p, _), e)| p == pk && e.record.expires_at_secs >= now_secs)
+            .filter(|((p, _), e)| p == pk && e.record.expires_at_secs >= now_secs && !e.erased)
             .map(|(_, e)| EventWithDeliveries {
                 event: e.record.clone(),
                 deliveries: deliveries_of(&t, &e.record.key, now_secs),
@@ -428,6 +436,7 @@ impl RecordReader for MemoryRecords {
 
     async fn archive_objects(&self, pk: &str) -> Result<Vec<String>, StoreError> {
         let t = self.lock();
+        // (Tombstones name no object.)
         let objects: std::collections::BTreeSet<String> = t
             .events
             .iter()
@@ -437,12 +446,37 @@ impl RecordReader for MemoryRecords {
         Ok(objects.into_iter().collect())
     }
 
-    async fn erase_partition(&self, pk: &str) -> Result<usize, StoreError> {
+    async fn erase_partition(&self, pk: &str, now_ms: u64) -> Result<usize, StoreError> {
         let mut t = self.lock();
-        let before = t.events.len() + t.deliveries.len();
-        t.events.retain(|(p, _), _| p != pk);
+        let before = t.deliveries.len();
         t.deliveries.retain(|(p, _), _| p != pk);
-        Ok(before - t.events.len() - t.deliveries.len())
+        let mut n = before - t.deliveries.len();
+        for ((p, _), e) in t.events.iter_mut() {
+            if p != pk || e.erased {
+                continue;
+            }
+            let r = &e.record;
+            let expires_at_secs = tombstone_expiry(r.expires_at_secs, r.claimed_at_ms, now_ms);
+            e.record = EventRecord {
+                key: r.key.clone(),
+                event_id: r.event_id.clone(),
+                event_type: String::new(),
+                status: None,
+                rank: None,
+                payload_hash: String::new(),
+                intake_id: String::new(),
+                received_at_ms: 0,
+                claimed_at_ms: 0,
+                expires_at_secs,
+                generation: 0,
+                destinations: vec![],
+                archive: vec![],
+            };
+            e.lease_until_ms = 0;
+            e.erased = true;
+            n += 1;
+        }
+        Ok(n)
     }
 }
 

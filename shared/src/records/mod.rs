@@ -192,6 +192,9 @@ pub struct ExistingRecord {
     pub expires_at_secs: u64,
     pub generation: u32,
     pub destinations: Vec<String>,
+    /// The event's session was erased (`kyc-relay erase`): the item is a tombstone that refuses
+    /// every later copy of the event (provider retries, redeliveries, redriven envelopes).
+    pub erased: bool,
 }
 
 /// A repair takes the event over: a new lease, the next generation (jobs of older generations for
@@ -249,6 +252,9 @@ pub struct DeliveryView {
     pub generation: u32,
     /// The delivery's item, if any attempt was recorded (or a replay marker written).
     pub delivery: Option<DeliveryState>,
+    /// The event's item is an erasure tombstone: its jobs are dropped, never sent, recorded or
+    /// dead-lettered with their webhook.
+    pub erased: bool,
     /// A replay of this event to the same destination that was DELIVERED (its replay id): the
     /// destination has the event, so a redriven or retried job of the original delivery is not
     /// sent again (read by the same query, at no extra cost).
@@ -512,8 +518,17 @@ pub trait RecordReader: Send + Sync {
         key: &EventKey,
     ) -> impl Future<Output = Result<Option<EventWithDeliveries>, StoreError>> + Send;
 
-    /// Deletes every item of a partition; returns how many were deleted.
-    fn erase_partition(&self, pk: &str) -> impl Future<Output = Result<usize, StoreError>> + Send;
+    /// Erases a partition: deletes every delivery item and replaces every event item (expired ones
+    /// included) with a **tombstone** that keeps only the key, the erasure time and an expiry of
+    /// `now + ` the record's own lifetime (`expires_at - claimed`, which the functions check at cold
+    /// start to outlive every way an event comes back). A tombstone is not an event for
+    /// [`Self::partition`] or [`Self::event`]; a claim finds it and refuses the event, the dispatcher
+    /// drops the event's jobs. Returns how many items were deleted or replaced.
+    fn erase_partition(
+        &self,
+        pk: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// Every archive object the partition's event items name, sorted, **expired items included**:
     /// DynamoDB's TTL deletes items days after `expires_at`, and erasure must rewrite the objects of
@@ -522,6 +537,13 @@ pub trait RecordReader: Send + Sync {
         &self,
         pk: &str,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// A tombstone's expiry: `now` plus the record's own lifetime (at least the record's expiry), so it
+/// outlives every copy of the event the record would have refused.
+pub fn tombstone_expiry(expires_at_secs: u64, claimed_at_ms: u64, now_ms: u64) -> u64 {
+    let lifetime = expires_at_secs.saturating_sub(claimed_at_ms / 1000);
+    (now_ms / 1000 + lifetime).max(expires_at_secs)
 }
 
 /// The session's status as its events tell it: the furthest (highest-ranked) status, and of two
@@ -687,8 +709,12 @@ impl<T: RecordReader> RecordReader for std::sync::Arc<T> {
         (**self).event(key)
     }
 
-    fn erase_partition(&self, pk: &str) -> impl Future<Output = Result<usize, StoreError>> + Send {
-        (**self).erase_partition(pk)
+    fn erase_partition(
+        &self,
+        pk: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        (**self).erase_partition(pk, now_ms)
     }
 
     fn archive_objects(
