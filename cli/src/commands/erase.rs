@@ -6,15 +6,18 @@
 //!    object left empty. Records that name archive objects with no archive bucket configured are
 //!    refused (exit 2), never deleted with their envelopes left behind;
 //! 2. the session's messages in both DLQs (their bodies are the webhooks);
-//! 3. its records (`RecordReader::erase_partition`: every item of the session's partition).
+//! 3. its records (`RecordReader::erase_partition`): every delivery item deleted, every event item
+//!    replaced by a tombstone that keeps only its key for the record's lifetime, so later copies of
+//!    the events (provider retries, redeliveries, queued or held jobs, replays) are refused rather
+//!    than bringing the session back.
 //!
 //! Records go last: they list the archive objects, so an erasure interrupted halfway finds them
 //! again when run again. The erasure is logged without personal data: an audit item in the records
 //! table (partition `audit#erasure`, never expiring) with SHA-256(provider, 0, session id), the
 //! counts and the time.
 //!
-//! Erase a session once its deliveries are final: a job still queued carries the webhook and, when
-//! the dispatcher handles it, writes its delivery item again (the tool warns).
+//! A job still queued carries the webhook until the dispatcher handles it and drops it (the tool
+//! warns): SQS messages cannot be rewritten.
 
 use super::dlq::{Action, Filter, pass};
 use crate::args::{DlqName, EraseArgs};
@@ -81,7 +84,7 @@ pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
         .count();
     if open > 0 {
         warnings.push(format!(
-            "{open} delivery(ies) of this session are not final: jobs still queued carry the webhook and write their delivery items again"
+            "{open} delivery(ies) of this session are not final: their jobs still on a delivery queue carry the webhook until the dispatcher drops them (held jobs: when their destination resumes or their hold limit ends)"
         ));
     }
 
