@@ -13,7 +13,8 @@ cannot read and a value that cannot be resolved are reported as UNVERIFIED (and 
 unless --allow-unverified names them), never passed silently.
 
 Also checked: the stack's set of resources (nothing missing, nothing extra, every one *_COMPLETE),
-its parameters and its outputs.
+its parameters and its outputs; and least privilege: no IAM role of the stack has a statement (inline
+or in an attached managed policy) that allows an SQS, DynamoDB, S3 or KMS action on Resource "*".
 
 Comparison rules: the template's properties must be present with equal values; the deployed side may
 hold more (service defaults), except Environment.Variables, which must match exactly. Numbers and
@@ -859,6 +860,63 @@ UNTYPED_PATHS = ("Environment", "Tags", "StageVariables", "Dimensions", "Body", 
 # --- comparison --------------------------------------------------------------------------------------
 
 
+# --- least privilege -------------------------------------------------------------------------------
+
+# Data-plane services whose permissions must name their resources: a statement that allows any of
+# their actions on Resource "*" reaches other applications' queues, tables, buckets and keys.
+SCOPED_SERVICES = ("sqs:", "dynamodb:", "s3:", "kms:")
+# AWS managed policies that grant such actions on "*" (their documents are AWS's and an emulator may
+# not hold them), and those known to grant none (logs, X-Ray, VPC network interfaces).
+AWS_MANAGED_WIDE = {"AWSLambdaSQSQueueExecutionRole", "AWSLambdaDynamoDBExecutionRole", "AmazonSQSFullAccess",
+                    "AmazonSQSReadOnlyAccess", "AmazonDynamoDBFullAccess", "AmazonDynamoDBReadOnlyAccess",
+                    "AmazonS3FullAccess", "AmazonS3ReadOnlyAccess", "AWSKeyManagementServicePowerUser",
+                    "AWSLambdaExecute", "PowerUserAccess", "AdministratorAccess"}
+AWS_MANAGED_NARROW = {"AWSLambdaBasicExecutionRole", "AWSXRayDaemonWriteAccess", "AWSLambdaVPCAccessExecutionRole",
+                      "AWSLambdaENIManagementAccess"}
+
+
+def _as_list(v) -> list:
+    return v if isinstance(v, list) else [] if v is None else [v]
+
+
+def wide_statements(doc) -> list[str]:
+    """Allow statements of a policy document that grant an SQS, DynamoDB, S3 or KMS action (or "*")
+    on Resource "*"."""
+    out = []
+    for i, st in enumerate(_as_list((doc or {}).get("Statement"))):
+        if st.get("Effect") != "Allow" or "NotResource" in st:
+            continue
+        actions = [a for a in _as_list(st.get("Action")) if isinstance(a, str)]
+        scoped = [a for a in actions if a == "*" or a.lower().startswith(SCOPED_SERVICES)]
+        if scoped and "*" in _as_list(st.get("Resource")):
+            out.append(f"statement {st.get('Sid') or i}: {', '.join(scoped)} on Resource \"*\"")
+    return out
+
+
+def least_privilege_issues(d: "Deployed", role: str) -> list[Issue]:
+    iam = d.client("iam")
+    issues = []
+    for name in iam.list_role_policies(RoleName=role).get("PolicyNames", []):
+        doc = _policy_doc(iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"])
+        issues += [Issue("mismatch", f"Policies.{name}", w) for w in wide_statements(doc)]
+    for p in iam.list_attached_role_policies(RoleName=role).get("AttachedPolicies", []):
+        arn, name = p["PolicyArn"], p["PolicyArn"].rsplit("/", 1)[-1]
+        if ":aws:policy/" in arn and name in AWS_MANAGED_WIDE:
+            issues.append(Issue("mismatch", f"ManagedPolicyArns.{name}", "an AWS managed policy that grants "
+                                "SQS/DynamoDB/S3/KMS actions on Resource \"*\""))
+            continue
+        if ":aws:policy/" in arn and name in AWS_MANAGED_NARROW:
+            continue
+        try:
+            version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+            doc = _policy_doc(iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"])
+        except ClientError as e:
+            issues.append(Issue("unverified", f"ManagedPolicyArns.{name}", f"cannot read the policy: {e}"))
+            continue
+        issues += [Issue("mismatch", f"ManagedPolicyArns.{name}", w) for w in wide_statements(doc)]
+    return issues
+
+
 def _as_bool(v):
     if isinstance(v, bool):
         return v
@@ -1095,6 +1153,16 @@ def main() -> int:
         if notes:
             detail += f" (not state: {'; '.join(notes)})"
         report(verdict, rtype, logical, detail, [i for i in issues if i.kind != "ok"])
+
+    # least privilege: no role of the stack may reach SQS, DynamoDB, S3 or KMS resources beyond its own
+    for logical in sorted(k for k, r in deployed.resources.items() if r["ResourceType"] == "AWS::IAM::Role"):
+        try:
+            issues = least_privilege_issues(deployed, deployed.physical(logical))
+        except ClientError as e:
+            issues = [Issue("unverified", "Policies", f"cannot be read from the emulator: {e}")]
+        kinds = {i.kind for i in issues}
+        report("FAIL" if "mismatch" in kinds else "UNVERIFIED" if "unverified" in kinds else "ok",
+               "least privilege", logical, "no SQS/DynamoDB/S3/KMS action on Resource \"*\"", issues)
 
     # outputs
     have_outputs = {o["OutputKey"]: o.get("OutputValue") for o in deployed.stack.get("Outputs", [])}

@@ -204,8 +204,9 @@ if ((self_test)); then
   fx_rc=$?
   set -e
   ((fx_rc == 0)) || { say "self-test: the fixture stack does not check clean (exit $fx_rc)"; rc=1; }
-  say "self-test: changing four deployed settings behind the stack's back; the check must fail on each ..."
+  say "self-test: changing five deployed settings behind the stack's back; the check must fail on each ..."
   .venv-sam/bin/python - "$fx" <<'PY'
+import json
 import sys
 
 import boto3
@@ -220,6 +221,12 @@ bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].start
 s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
     {"ID": "expire-envelopes", "Status": "Enabled", "Filter": {"Prefix": "envelopes/"}, "Expiration": {"Days": 31}}]})
 s3.delete_public_access_block(Bucket=bucket)
+# A wildcard grant on a role (what SAM's SQS event source attaches): least privilege must catch it.
+role = boto3.client("cloudformation").describe_stack_resource(
+    StackName=stack, LogicalResourceId="ArchiveReaderRole")["StackResourceDetail"]["PhysicalResourceId"]
+boto3.client("iam").put_role_policy(RoleName=role, PolicyName="wide", PolicyDocument=json.dumps({
+    "Version": "2012-10-17", "Statement": [{"Sid": "AnyQueue", "Effect": "Allow",
+                                            "Action": ["sqs:ReceiveMessage"], "Resource": "*"}]}))
 PY
   set +e
   out=$(check tests/deploy/extra-resources.yaml "$fx" Tier=large 2>&1)
@@ -227,11 +234,12 @@ PY
   set -e
   missing=()
   for want in 'VisibilityTimeout: expected 300' 'TimeToLiveSpecification.Enabled: expected true' \
-    'LifecycleConfiguration.Rules' 'PublicAccessBlockConfiguration'; do
+    'LifecycleConfiguration.Rules' 'PublicAccessBlockConfiguration' \
+    'statement AnyQueue: sqs:ReceiveMessage on Resource "*"'; do
     grep -q -- "$want" <<<"$out" || missing+=("$want")
   done
   if ((broken_rc == 1 && ${#missing[@]} == 0)); then
-    say "self-test: ok (the check failed with exit 1 on all four changes)"
+    say "self-test: ok (the check failed with exit 1 on all five changes)"
   else
     printf '%s\n' "$out"
     say "self-test: FAILED: exit $broken_rc, not reported: ${missing[*]:-none}"

@@ -134,6 +134,24 @@ def _function_resources(tpl: Template) -> dict[str, dict]:
     return out
 
 
+def _mappings_of(tpl: Template, functions: dict[str, dict], fn: str) -> list[dict]:
+    """The AWS::Lambda::EventSourceMapping resources that trigger function `fn`, as SAM SQS event
+    properties (`EventSourceArn` read as `Queue`). The template declares its SQS triggers this way, so
+    that no managed policy with Resource "*" is attached."""
+    res = functions.get(fn)
+    lid = next((k for k, v in tpl.resources.items() if v is res), None)
+    out = []
+    for m in tpl.resources.values():
+        if m.get("Type") != "AWS::Lambda::EventSourceMapping":
+            continue
+        props = dict(m.get("Properties") or {})
+        if _queue_logical_id(props.get("FunctionName")) != lid:
+            continue
+        props["Queue"] = props.pop("EventSourceArn", None)
+        out.append(props)
+    return out
+
+
 def _queue_logical_id(queue_ref) -> str | None:
     """`!GetAtt IngestQueue.Arn` (as loaded by local_aws's loader) -> IngestQueue."""
     if isinstance(queue_ref, dict) and "Fn::GetAtt" in queue_ref:
@@ -166,7 +184,7 @@ def sources_from_template(tpl: Template, wanted: list[tuple[str | None, str]]) -
         timeout = _int(tpl, props.get("Timeout", global_timeout), DEFAULT_TIMEOUT)
         sqs_events = [
             e.get("Properties") or {} for e in (props.get("Events") or {}).values() if e.get("Type") == "SQS"
-        ]
+        ] + _mappings_of(tpl, functions, fn)
         matched = []
         for ev in sqs_events:
             lid = _queue_logical_id(ev.get("Queue"))
