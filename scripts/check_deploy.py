@@ -871,7 +871,7 @@ AWS_MANAGED_WIDE = {"AWSLambdaSQSQueueExecutionRole", "AWSLambdaDynamoDBExecutio
                     "AmazonSQSReadOnlyAccess", "AmazonDynamoDBFullAccess", "AmazonDynamoDBReadOnlyAccess",
                     "AmazonS3FullAccess", "AmazonS3ReadOnlyAccess", "AWSKeyManagementServicePowerUser",
                     "AWSLambdaExecute", "PowerUserAccess", "AdministratorAccess"}
-AWS_MANAGED_NARROW = {"AWSLambdaBasicExecutionRole", "AWSXRayDaemonWriteAccess", "AWSLambdaVPCAccessExecutionRole",
+AWS_MANAGED_NARROW = {"AWSLambdaBasicExecutionRole", "AWSXRayDaemonWriteAccess", "AWSXrayWriteOnlyAccess", "AWSLambdaVPCAccessExecutionRole",
                       "AWSLambdaENIManagementAccess"}
 
 

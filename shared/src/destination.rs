@@ -217,6 +217,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
+    "traceparent",
 ];
 
 /// At most this many destinations (ARCHITECTURE.md §3: the claim item lists them, and its size

@@ -37,6 +37,10 @@ pub struct Envelope {
     /// API Gateway's request id, to find the receiver's log line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The W3C trace id the webhook is correlated by ([`crate::trace`]): the one the request came
+    /// with, else its intake id. Absent in envelopes of earlier versions: see [`Self::trace_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     pub content_type: String,
     /// The request body exactly as received (UTF-8: JSON or a compact JWT).
     pub raw_body: String,
@@ -70,10 +74,22 @@ impl Envelope {
             verified_by: received.verified_by,
             type_hint: received.type_hint.map(str::to_string),
             request_id: received.request_id.map(str::to_string),
+            trace_id: None,
             content_type: received.content_type.to_string(),
             raw_body: received.raw_body.to_string(),
             event: parsed.event,
         }
+    }
+}
+
+impl Envelope {
+    /// The webhook's trace id: the one recorded at intake, else the intake id (also 128 random
+    /// bits in hex, so a valid W3C trace id).
+    pub fn trace_id(&self) -> &str {
+        self.trace_id
+            .as_deref()
+            .filter(|t| crate::trace::is_trace_id(t))
+            .unwrap_or(&self.intake_id)
     }
 }
 

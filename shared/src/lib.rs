@@ -25,4 +25,5 @@ pub mod retry;
 pub mod signing;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 pub mod verification;

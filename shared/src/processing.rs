@@ -319,6 +319,7 @@ impl<S: EventStore, Q: DeliveryQueue, A: Archive> Processor<S, Q, A> {
                     provider = %envelope.provider, event_id = envelope.event_id,
                     event_type = envelope.event_type,
                     destinations = destinations.len(),
+                    trace_id = envelope.trace_id(),
                     "event claimed"
                 );
                 return Step::Apply(self.jobs(envelope, &destinations, now_ms, 0, expires_at_secs));

@@ -456,10 +456,18 @@ async fn signed_deliveries_verify_with_the_reference_standard_webhooks_library()
         ManualClock::at_ms(SystemClock.now_ms()),
     )
     .await;
-    let e = idnow_envelope("evt-signed", "session.completed", "s", "COMPLETED", 1);
+    let mut e = idnow_envelope("evt-signed", "session.completed", "s", "COMPLETED", 1);
+    e.trace_id = Some("5759e988bd862e3fe1be46a994272793".into());
     rig.ingest(&e).await;
     assert_eq!(rig.drive().await, 1);
     let r = &peer.received()[0];
+    // The webhook's trace reaches the destination as W3C trace context.
+    let traceparent = r.headers["traceparent"].to_str().unwrap();
+    assert!(
+        traceparent.starts_with("00-5759e988bd862e3fe1be46a994272793-")
+            && traceparent.ends_with("-01"),
+        "{traceparent}"
+    );
     assert_eq!(
         r.body,
         e.raw_body.as_bytes(),

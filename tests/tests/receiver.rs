@@ -151,11 +151,11 @@ async fn envelopes_carry_the_parsed_event_and_how_it_was_verified() {
     let intake = intake(&env, &aws, Arc::new(SystemClock));
     let queue = aws.get("INGEST_QUEUE_URL").to_string();
 
-    let r = apigw::handle(
-        &intake,
-        apigw_event("receiver/incode-onboarding-status.json"),
-    )
-    .await;
+    // API Gateway's trace header is continued; without one (IDnow here) the intake id starts it.
+    let mut incode_request = apigw_event("receiver/incode-onboarding-status.json");
+    incode_request["headers"]["x-amzn-trace-id"] =
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".into();
+    let r = apigw::handle(&intake, incode_request).await;
     assert_eq!(r.status_code, 200);
     let r = apigw::handle(&intake, apigw_event("receiver/idnow-jwt-body-rs256.json")).await;
     assert_eq!(r.status_code, 200);
@@ -188,6 +188,12 @@ async fn envelopes_carry_the_parsed_event_and_how_it_was_verified() {
     assert_eq!(idnow.content_type, "application/jwt");
     assert_eq!(idnow.event["payload"]["sessionId"], "sess-7f3a");
     assert_eq!(idnow.verified_by, vec![Check::SourceIp, Check::JwtRs256]);
+    assert_eq!(
+        incode.trace_id.as_deref(),
+        Some("5759e988bd862e3fe1be46a994272793")
+    );
+    assert_eq!(idnow.trace_id.as_deref(), Some(idnow.intake_id.as_str()));
+    assert!(kyc_relay::trace::is_trace_id(idnow.trace_id()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

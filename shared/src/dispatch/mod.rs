@@ -583,6 +583,7 @@ where
             probe,
             // The SQS message: tells two copies of one job apart when a destination sees a repeat.
             message_id = id,
+            trace_id = job.envelope.trace_id(),
             outcome = outcome.describe(),
             latency_ms,
             verdict = ?verdict,
@@ -875,6 +876,13 @@ where
                     HeaderValue::from(timestamp),
                 ),
             ];
+            if let Ok(v) = HeaderValue::from_str(&crate::trace::traceparent(
+                job.envelope.trace_id(),
+                &job.delivery_id,
+                job.attempt,
+            )) {
+                headers.push((HeaderName::from_static(crate::trace::TRACEPARENT), v));
+            }
             headers.extend(destination.headers.iter().cloned());
             if let Some(signer) = signer
                 && let Ok(v) =

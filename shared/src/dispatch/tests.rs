@@ -153,6 +153,12 @@ async fn a_delivery_costs_one_read_and_one_write() {
         header(WEBHOOK_ID).as_deref(),
         Some(job.delivery_id.as_str())
     );
+    // The webhook's trace (an envelope of an earlier version has none: its intake id stands in).
+    let traceparent = header(crate::trace::TRACEPARENT).unwrap();
+    assert_eq!(
+        crate::trace::from_traceparent(&traceparent).as_deref(),
+        Some(job.envelope.intake_id.as_str())
+    );
     let d = r.delivery(&job).await.unwrap();
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 1));
     assert_eq!(d.history.len(), 1);

@@ -274,7 +274,7 @@ impl<Q: IngestQueue> Intake<Q> {
     ) -> Result<Reply, IntakeError> {
         // The body was validated as UTF-8 by the JSON parser or the JWT path.
         let raw_body = String::from_utf8_lossy(&req.body);
-        let envelope = Envelope::new(
+        let mut envelope = Envelope::new(
             parsed,
             Received {
                 provider,
@@ -286,6 +286,14 @@ impl<Q: IngestQueue> Intake<Q> {
                 raw_body: &raw_body,
             },
         );
+        // Continue the trace the request came with (API Gateway's), else start one.
+        envelope.trace_id = Some(
+            crate::trace::continued(
+                req.header(crate::trace::X_AMZN_TRACE_ID),
+                req.header(crate::trace::TRACEPARENT),
+            )
+            .unwrap_or_else(|| envelope.intake_id.clone()),
+        );
         match self.queue.enqueue(&envelope).await {
             Ok(()) => {
                 tracing::info!(
@@ -293,6 +301,7 @@ impl<Q: IngestQueue> Intake<Q> {
                     event_type = envelope.event_type,
                     event_id = envelope.event_id,
                     request_id = req.request_id,
+                    trace_id = envelope.trace_id(),
                     "webhook accepted"
                 );
                 Ok(Reply::accepted())
