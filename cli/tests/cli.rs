@@ -739,6 +739,16 @@ async fn erase_leaves_nothing_of_the_session_readable_and_logs_without_personal_
     // crm answers 400: both of the session's deliveries (and the other's) are dead-lettered.
     assert_eq!(rig.drive().await, 3);
 
+    // A DLQ message no filter can read is reported, never skipped silently.
+    rig.aws
+        .sqs
+        .send_message()
+        .queue_url(rig.aws.get("DELIVERY_DLQ_URL"))
+        .message_body("not a job")
+        .send()
+        .await
+        .unwrap();
+
     let refused = rig.kyc(&["erase", "--session", "idnow", gone]).await;
     assert_eq!(refused.code, 4, "{}", refused.stderr);
     let dry = rig
@@ -747,6 +757,12 @@ async fn erase_leaves_nothing_of_the_session_readable_and_logs_without_personal_
     assert_eq!(
         (dry["archive_lines"].as_u64(), dry["dlq_messages"].as_u64()),
         (Some(2), Some(2))
+    );
+    assert!(
+        dry["warnings"]
+            .to_string()
+            .contains("1 message(s) in the delivery DLQ are neither"),
+        "{dry}"
     );
 
     let erased = rig
@@ -776,8 +792,12 @@ async fn erase_leaves_nothing_of_the_session_readable_and_logs_without_personal_
     assert_eq!(lines.len(), 1, "the other session's line stays");
     assert_eq!(lines[0].1, keep, "byte for byte");
     let dlq = rig.aws.drain(rig.aws.get("DELIVERY_DLQ_URL")).await;
-    assert_eq!(dlq.len(), 1);
-    assert!(!dlq[0].body().unwrap().contains(gone));
+    assert_eq!(
+        dlq.len(),
+        2,
+        "the other session's job and the unreadable message"
+    );
+    assert!(dlq.iter().all(|m| !m.body().unwrap().contains(gone)));
 
     // Nothing brings it back: a provider retry of one of its events is refused by the consumer
     // (no claim, no archive line, no job), and a job of the session still on a delivery lane is

@@ -52,7 +52,29 @@ pub trait ArchiveStore: Archive {
         start_after: Option<&str>,
     ) -> impl Future<Output = Result<Vec<String>, ArchiveError>> + Send;
 
-    fn delete(&self, object: &str) -> impl Future<Output = Result<(), ArchiveError>> + Send;
+    /// The object with its entity tag (S3's ETag), for a conditional rewrite.
+    fn get_tagged(
+        &self,
+        object: &str,
+    ) -> impl Future<Output = Result<Option<Tagged>, ArchiveError>> + Send;
+
+    /// Replaces the object with `body` only if it still has entity tag `tag` (S3 `If-Match`), and
+    /// deletes it instead when `body` is empty (conditional delete). `Ok(false)`: the object changed
+    /// (or went) since it was read; read it again. Two erasures rewriting one shared object at once
+    /// therefore cannot undo each other: the later write fails and re-reads the earlier's result.
+    fn replace_if(
+        &self,
+        object: &str,
+        body: Vec<u8>,
+        tag: &str,
+    ) -> impl Future<Output = Result<bool, ArchiveError>> + Send;
+}
+
+/// An archive object as read for a conditional rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tagged {
+    pub body: Vec<u8>,
+    pub tag: String,
 }
 
 /// The archive switched off.
@@ -247,13 +269,38 @@ impl ArchiveStore for MemoryArchive {
             .collect())
     }
 
-    async fn delete(&self, object: &str) -> Result<(), ArchiveError> {
-        self.objects
-            .lock()
-            .map_err(|_| ArchiveError("poisoned".into()))?
-            .remove(object);
-        Ok(())
+    async fn get_tagged(&self, object: &str) -> Result<Option<Tagged>, ArchiveError> {
+        Ok(self.get(object).await?.map(|body| Tagged {
+            tag: memory_tag(&body),
+            body,
+        }))
     }
+
+    async fn replace_if(
+        &self,
+        object: &str,
+        body: Vec<u8>,
+        tag: &str,
+    ) -> Result<bool, ArchiveError> {
+        let mut objects = self
+            .objects
+            .lock()
+            .map_err(|_| ArchiveError("poisoned".into()))?;
+        if objects.get(object).map(|b| memory_tag(b)).as_deref() != Some(tag) {
+            return Ok(false);
+        }
+        if body.is_empty() {
+            objects.remove(object);
+        } else {
+            objects.insert(object.to_string(), body);
+        }
+        Ok(true)
+    }
+}
+
+/// The in-memory archive's entity tag: its content's hash, as S3's ETag of a single-part object.
+fn memory_tag(body: &[u8]) -> String {
+    crate::provider::sha256_hex(&[body])
 }
 
 impl<T: Archive> Archive for std::sync::Arc<T> {
@@ -286,8 +333,20 @@ impl<T: ArchiveStore> ArchiveStore for std::sync::Arc<T> {
         (**self).list(prefix, start_after)
     }
 
-    fn delete(&self, object: &str) -> impl Future<Output = Result<(), ArchiveError>> + Send {
-        (**self).delete(object)
+    fn get_tagged(
+        &self,
+        object: &str,
+    ) -> impl Future<Output = Result<Option<Tagged>, ArchiveError>> + Send {
+        (**self).get_tagged(object)
+    }
+
+    fn replace_if(
+        &self,
+        object: &str,
+        body: Vec<u8>,
+        tag: &str,
+    ) -> impl Future<Output = Result<bool, ArchiveError>> + Send {
+        (**self).replace_if(object, body, tag)
     }
 }
 

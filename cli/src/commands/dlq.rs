@@ -216,6 +216,9 @@ pub struct Pass {
     pub moved: Vec<String>,
     pub failed: Vec<(String, String)>,
     pub unreleased: usize,
+    /// Messages that are neither a delivery job nor an envelope: no filter can match them (their
+    /// session, if any, is unknown), so callers say how many there were.
+    pub unreadable: Vec<String>,
 }
 
 /// What to do with a matching message.
@@ -262,6 +265,9 @@ pub async fn pass(
                 out.scanned += 1;
                 bar.inc(1);
                 let (summary, _) = Summary::of(filter.queue, &m);
+                if summary.kind == "unreadable" {
+                    out.unreadable.push(m.message_id.clone());
+                }
                 let wanted = filter.matches(&summary)
                     && only.is_none_or(|ids| ids.contains(&m.message_id))
                     && limit.is_none_or(|l| out.matched.len() < l);

@@ -26,7 +26,7 @@ use crate::ctx::Ctx;
 use crate::error::{CliError, Result};
 use crate::target::QueueRole;
 use crate::ui::time_range;
-use kyc_relay::archive::{Archive, ArchiveStore, hour_prefix};
+use kyc_relay::archive::{ArchiveStore, hour_prefix};
 use kyc_relay::provider::{Provider, sha256_hex};
 use kyc_relay::records::{DeliveryStatus, RecordReader, session_pk};
 use serde_json::json;
@@ -166,6 +166,16 @@ pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
             "reading the DLQ",
         )
         .await?;
+        if !p.unreadable.is_empty() {
+            // Never skipped silently: they may hold the session's webhook in a form no filter reads.
+            warnings.push(format!(
+                "{} message(s) in the {} DLQ are neither a delivery job nor an envelope and were not checked for this session (`kyc-relay dlq show --queue {} ID --body` to inspect): {}",
+                p.unreadable.len(),
+                q.as_str(),
+                q.as_str(),
+                p.unreadable.join(", ")
+            ));
+        }
         dlq_found.push((q, p.matched.len()));
     }
     let dlq_n: usize = dlq_found.iter().map(|(_, n)| n).sum();
@@ -216,22 +226,35 @@ pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
         let bar = ctx.ui.bar(Some(plan.len() as u64), "erasing archive lines");
         for (object, _, _) in &plan {
             bar.inc(1);
-            // Read again: the object is rewritten from what it holds now.
-            let Some(body) = store.get(object).await? else {
-                continue;
-            };
-            let (kept, removed, _) = without_session(&body, provider, session);
-            if removed == 0 {
-                continue;
+            // Read again and rewrite (or delete) only if the object is still what was read
+            // (`If-Match`): another erasure of another session in the same object, at the same time,
+            // makes this write fail, and the object is read again with that erasure's result.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let Some(current) = store.get_tagged(object).await? else {
+                    break;
+                };
+                let (kept, removed, _) = without_session(&current.body, provider, session);
+                if removed == 0 {
+                    break;
+                }
+                let emptied = kept.is_empty();
+                if store.replace_if(object, kept, &current.tag).await? {
+                    if emptied {
+                        deleted += 1;
+                    } else {
+                        rewritten += 1;
+                    }
+                    removed_lines += removed as u64;
+                    break;
+                }
+                if tries >= 10 {
+                    return Err(CliError::failed(format!(
+                        "archive object {object} kept changing during the erasure; run erase again"
+                    )));
+                }
             }
-            if kept.is_empty() {
-                store.delete(object).await?;
-                deleted += 1;
-            } else {
-                store.put(object, kept).await?;
-                rewritten += 1;
-            }
-            removed_lines += removed as u64;
         }
         bar.finish_and_clear();
     }

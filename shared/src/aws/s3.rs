@@ -1,7 +1,7 @@
 //! S3 adapter of the archive ports (`crate::archive`). The bucket's default encryption and
 //! lifecycle rule (template.yaml) apply to every object; nothing here sets per-object options.
 
-use crate::archive::{Archive, ArchiveError, ArchiveStore};
+use crate::archive::{Archive, ArchiveError, ArchiveStore, Tagged};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 
 #[derive(Clone)]
@@ -107,16 +107,86 @@ impl ArchiveStore for S3Archive {
         }
     }
 
-    async fn delete(&self, object: &str) -> Result<(), ArchiveError> {
-        self.client
-            .delete_object()
+    async fn get_tagged(&self, object: &str) -> Result<Option<Tagged>, ArchiveError> {
+        match self
+            .client
+            .get_object()
             .bucket(&self.bucket)
             .key(object)
             .send()
             .await
-            .map_err(archive_error)?;
-        Ok(())
+        {
+            Ok(out) => {
+                let tag = out
+                    .e_tag()
+                    .ok_or_else(|| ArchiveError(format!("{object}: no ETag")))?
+                    .to_string();
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| ArchiveError(e.to_string()))?;
+                Ok(Some(Tagged {
+                    body: bytes.into_bytes().to_vec(),
+                    tag,
+                }))
+            }
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+            Err(e) => Err(archive_error(e)),
+        }
     }
+
+    async fn replace_if(
+        &self,
+        object: &str,
+        body: Vec<u8>,
+        tag: &str,
+    ) -> Result<bool, ArchiveError> {
+        let result = if body.is_empty() {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(object)
+                .if_match(tag)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        changed(e.raw_response().map(|r| r.status().as_u16())),
+                        archive_error(e),
+                    )
+                })
+        } else {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(object)
+                .content_type("application/x-ndjson")
+                .if_match(tag)
+                .body(body.into())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        changed(e.raw_response().map(|r| r.status().as_u16())),
+                        archive_error(e),
+                    )
+                })
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err((true, _)) => Ok(false),
+            Err((false, e)) => Err(e),
+        }
+    }
+}
+
+/// Whether a conditional write failed because the object changed: `412 Precondition Failed`, `409
+/// ConditionalRequestConflict` (a concurrent conditional write), or `404` (deleted meanwhile).
+fn changed(status: Option<u16>) -> bool {
+    matches!(status, Some(412 | 409 | 404))
 }
 
 /// The archive as configured: on (a bucket is named) or off. The S3 client is only built when on.
