@@ -265,4 +265,9 @@ pub struct EraseArgs {
     /// Report what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// SSM SecureString holding the audit key: the audit item then carries HMAC-SHA-256(key,
+    /// provider, session id) as its subject, so the key's holder can show that a given session was
+    /// erased. Without it the audit item names no subject at all.
+    #[arg(long, value_name = "NAME", env = "KYC_RELAY_AUDIT_KEY_SSM")]
+    pub audit_key_ssm: Option<String>,
 }

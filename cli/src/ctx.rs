@@ -79,6 +79,34 @@ impl Ctx {
         self.clock.now_ms()
     }
 
+    /// One SSM SecureString (decrypted), e.g. the erasure audit key.
+    pub async fn secret(&self, name: &str) -> Result<String> {
+        let ssm = kyc_relay::aws::ssm::SsmSecrets::new(&self.sdk);
+        let mut values = ssm
+            .fetch(&[name.to_string()])
+            .await
+            .map_err(|e| CliError::failed(format!("cannot read SSM parameter {name}: {e}")))?;
+        values
+            .remove(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| CliError::not_found(format!("SSM parameter {name} is missing or empty")))
+    }
+
+    /// The caller's AWS identity (ARN), for audit records; says why when it cannot be read.
+    pub async fn caller(&self) -> String {
+        match aws_sdk_sts::Client::new(&self.sdk)
+            .get_caller_identity()
+            .send()
+            .await
+        {
+            Ok(out) => out.arn().unwrap_or("unknown").to_string(),
+            Err(e) => format!(
+                "unknown (sts:GetCallerIdentity failed: {})",
+                aws_sdk_sts::error::DisplayErrorContext(&e)
+            ),
+        }
+    }
+
     pub fn records(&self) -> Result<DynamoRecords> {
         Ok(DynamoRecords::new(
             &self.sdk,

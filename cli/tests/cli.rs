@@ -765,8 +765,20 @@ async fn erase_leaves_nothing_of_the_session_readable_and_logs_without_personal_
         "{dry}"
     );
 
+    let audit_key = "4f1c2d9e8b7a6f5e4d3c2b1a0f9e8d7c";
+    rig.aws
+        .put_secure_string("/kyc-relay-test/audit-key", audit_key)
+        .await;
     let erased = rig
-        .kyc_json(&["erase", "--session", "idnow", gone, "--yes"])
+        .kyc_json(&[
+            "erase",
+            "--session",
+            "idnow",
+            gone,
+            "--yes",
+            "--audit-key-ssm",
+            "/kyc-relay-test/audit-key",
+        ])
         .await;
     assert_eq!(erased["archive_lines"], 2);
     assert_eq!(
@@ -825,7 +837,13 @@ async fn erase_leaves_nothing_of_the_session_readable_and_logs_without_personal_
     assert_eq!(archived_lines(&rig).await.len(), 1);
     assert_eq!(rig.kyc(&["session", "idnow", gone]).await.code, 3);
 
-    // The audit item: the subject's hash and the counts, no session id.
+    // Another erasure, without an audit key: its item names no subject at all.
+    let other = rig
+        .kyc_json(&["erase", "--session", "idnow", "someone-else", "--yes"])
+        .await;
+    assert!(other["subject"].is_null(), "{other}");
+
+    // The audit items: who, when, the counts, a keyed subject or none; no session id.
     let audit = rig
         .aws
         .ddb
@@ -840,14 +858,24 @@ async fn erase_leaves_nothing_of_the_session_readable_and_logs_without_personal_
         .await
         .unwrap();
     let items = audit.items();
-    assert_eq!(items.len(), 1);
-    let text = format!("{:?}", items[0]);
-    assert!(!text.contains(gone), "{text}");
-    assert_eq!(
-        items[0]["subject"].as_s().unwrap(),
-        &kyc_relay::provider::sha256_hex(&[b"idnow", gone.as_bytes()])
+    assert_eq!(items.len(), 2);
+    let text = format!("{items:?}");
+    assert!(
+        !text.contains(gone) && !text.contains("someone-else"),
+        "{text}"
     );
-    assert_eq!(items[0]["archive_lines"].as_n().unwrap(), "2");
+    let keyed = items.iter().find(|i| i.contains_key("subject")).unwrap();
+    assert_eq!(
+        keyed["subject"].as_s().unwrap(),
+        &kyc_relay::provider::keyed_hex(audit_key.as_bytes(), &[b"idnow", gone.as_bytes()])
+    );
+    assert_eq!(keyed["archive_lines"].as_n().unwrap(), "2");
+    assert!(
+        items
+            .iter()
+            .all(|i| i["by"].as_s().unwrap().starts_with("arn:aws")),
+        "the caller's identity: {text}"
+    );
     // A second erasure finds nothing.
     assert_eq!(
         rig.kyc(&["erase", "--session", "idnow", gone, "--yes"])

@@ -140,6 +140,19 @@ impl LocalAws {
         env
     }
 
+    /// Stores an SSM SecureString (a key or secret the code under test reads by name).
+    pub async fn put_secure_string(&self, name: &str, value: &str) {
+        aws_sdk_ssm::Client::new(&self.sdk)
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .expect("put SSM parameter");
+    }
+
     /// Receives and deletes every message currently visible on the queue.
     pub async fn drain(&self, queue_url: &str) -> Vec<aws_sdk_sqs::types::Message> {
         let mut all = Vec::new();

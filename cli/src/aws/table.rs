@@ -54,31 +54,40 @@ pub async fn find_event_partitions(
 }
 
 /// The partition of erasure audit items. They never expire (no `expires_at`) and hold no personal
-/// data: the subject is SHA-256(provider, 0, session id).
+/// data: what was erased (counts per store), when, by whom (the caller's AWS identity), and a
+/// subject only when an audit key is configured (HMAC-SHA-256 under it, which enumeration of
+/// guessable session ids cannot reverse without the key).
 pub const AUDIT_PK: &str = "audit#erasure";
 
 pub struct AuditEntry<'a> {
     pub at_ms: u64,
-    pub subject: &'a str,
+    pub subject: Option<&'a str>,
+    /// The caller's ARN (STS GetCallerIdentity).
+    pub by: &'a str,
     pub provider: Provider,
     pub counts: &'a [(&'static str, u64)],
 }
 
-/// Writes the audit item; returns its sort key (`{rfc3339}#{subject}`).
+/// Writes the audit item; returns its sort key (`{rfc3339}#{subject or a random id}`).
 pub async fn write_audit(client: &Client, table: &str, e: &AuditEntry<'_>) -> Result<String> {
     let sk = format!(
         "{}#{}",
         kyc_relay::archive::Utc::rfc3339(e.at_ms),
         e.subject
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("erasure-{:016x}", fastrand::u64(..)))
     );
     let mut request = client
         .put_item()
         .table_name(table)
         .item("pk", AttributeValue::S(AUDIT_PK.into()))
         .item("sk", AttributeValue::S(sk.clone()))
-        .item("subject", AttributeValue::S(e.subject.into()))
+        .item("by", AttributeValue::S(e.by.into()))
         .item("provider", AttributeValue::S(e.provider.as_str().into()))
         .item("at", AttributeValue::N(e.at_ms.to_string()));
+    if let Some(subject) = e.subject {
+        request = request.item("subject", AttributeValue::S(subject.into()));
+    }
     for (name, n) in e.counts {
         request = request.item(*name, AttributeValue::N(n.to_string()));
     }

@@ -27,7 +27,7 @@ use crate::error::{CliError, Result};
 use crate::target::QueueRole;
 use crate::ui::time_range;
 use kyc_relay::archive::{ArchiveStore, hour_prefix};
-use kyc_relay::provider::{Provider, sha256_hex};
+use kyc_relay::provider::{Provider, keyed_hex};
 use kyc_relay::records::{DeliveryStatus, RecordReader, session_pk};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -191,7 +191,18 @@ pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
             }
         )));
     }
-    let subject = sha256_hex(&[provider.as_str().as_bytes(), session.as_bytes()]);
+    // A keyed subject, or none: an unkeyed hash of a short or guessable session id is reversed by
+    // enumeration.
+    let subject = match &a.audit_key_ssm {
+        Some(name) => {
+            let key = ctx.secret(name).await?;
+            Some(keyed_hex(
+                key.as_bytes(),
+                &[provider.as_str().as_bytes(), session.as_bytes()],
+            ))
+        }
+        None => None,
+    };
     let summary = format!(
         "{} event(s) ({} record item(s)), {lines} archive line(s) in {} object(s) ({} to delete, {} to rewrite), {dlq_n} DLQ message(s)",
         events.len(),
@@ -292,12 +303,14 @@ pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
         ("objects_deleted", deleted),
         ("dlq_messages", dlq_deleted),
     ];
+    let by = ctx.caller().await;
     let sk = write_audit(
         &ctx.ddb(),
         ctx.res.table()?,
         &AuditEntry {
             at_ms: now,
-            subject: &subject,
+            subject: subject.as_deref(),
+            by: &by,
             provider,
             counts: &counts,
         },
@@ -305,7 +318,7 @@ pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
     .await?;
     if ctx.ui.json {
         let mut doc = json!({
-            "dry_run": false, "subject": subject, "audit": {"pk": AUDIT_PK, "sk": sk}, "warnings": warnings,
+            "dry_run": false, "subject": subject, "by": by, "audit": {"pk": AUDIT_PK, "sk": sk}, "warnings": warnings,
         });
         for (k, v) in counts {
             doc[k] = json!(v);
@@ -315,7 +328,14 @@ pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
         println!(
             "erased {provider} session {session}: {record_items} record item(s), {removed_lines} archive line(s) ({rewritten} object(s) rewritten, {deleted} deleted), {dlq_deleted} DLQ message(s)"
         );
-        println!("logged as {AUDIT_PK} / {sk} (subject = SHA-256 of provider and session id)");
+        println!(
+            "logged as {AUDIT_PK} / {sk} by {by} ({})",
+            if subject.is_some() {
+                "subject = HMAC-SHA-256 of provider and session id under the audit key"
+            } else {
+                "no subject: pass --audit-key-ssm to record a keyed one"
+            }
+        );
     }
     Ok(())
 }

@@ -93,6 +93,20 @@ pub fn sha256_hex(parts: &[&[u8]]) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// A keyed identifier of `parts` (HMAC-SHA-256 under `key`, hex; the parts separated as in
+/// [`sha256_hex`]): it proves a given value to whoever holds the key, and cannot be reversed by
+/// enumerating guessable values without it (an erasure's audit subject).
+pub fn keyed_hex(key: &[u8], parts: &[&[u8]]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for part in parts {
+        mac.update(part);
+        mac.update(&[0u8]);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Reads a required non-empty string field.
 pub(crate) fn required_str<'a>(
     obj: &'a serde_json::Map<String, serde_json::Value>,
@@ -372,6 +386,22 @@ fn relabel(e: ParseError, field: &str, label: &str) -> ParseError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn keyed_ids_match_the_documented_hmac_and_need_the_key() {
+        // docs/operations.md §8: python3 hmac.new(key, b"idnow\0" + session + b"\0", sha256).
+        let subject = keyed_hex(
+            b"4f1c2d9e8b7a6f5e4d3c2b1a0f9e8d7c",
+            &[b"idnow", b"person-to-forget"],
+        );
+        assert_eq!(
+            subject,
+            "5c21ba73f5fdd775076d8d1cb5993da6a3ad2f1337e323bf9178448fac1e7eb6"
+        );
+        assert_ne!(subject, keyed_hex(b"another key", &[b"idnow", b"person-to-forget"]));
+        assert_ne!(subject, sha256_hex(&[b"idnow", b"person-to-forget"]));
+    }
+
     use super::*;
 
     #[test]
