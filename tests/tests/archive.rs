@@ -3,7 +3,7 @@
 //! same time must not undo each other (the later write would restore the other's lines).
 
 use integration_tests::{LocalAws, archive};
-use kyc_relay::archive::{Archive, ArchiveStore, MemoryArchive};
+use kyc_relay::archive::{ArchiveStore, MemoryArchive};
 
 async fn two_writers_of_one_object_never_undo_each_other(store: impl ArchiveStore) {
     let object = "events/2026/12/07/21/shared.jsonl";

@@ -398,7 +398,10 @@ mod tests {
             subject,
             "5c21ba73f5fdd775076d8d1cb5993da6a3ad2f1337e323bf9178448fac1e7eb6"
         );
-        assert_ne!(subject, keyed_hex(b"another key", &[b"idnow", b"person-to-forget"]));
+        assert_ne!(
+            subject,
+            keyed_hex(b"another key", &[b"idnow", b"person-to-forget"])
+        );
         assert_ne!(subject, sha256_hex(&[b"idnow", b"person-to-forget"]));
     }
 
