@@ -10,6 +10,9 @@
 #                                            to inspect it): writes .local/deploy.env
 #                                            (AWS_ENDPOINT_URL, DEPLOY_STACK_NAME, DEPLOY_API_URL, ...)
 #   scripts/deploy-local.sh --stop           stop what --keep left running
+#   scripts/deploy-local.sh --vpc            deploy with the dispatcher in a VPC: creates a VPC, two
+#                                            subnets and a security group in the emulator first and
+#                                            passes them as DispatcherSubnetIds/DispatcherSecurityGroupIds
 #   scripts/deploy-local.sh --self-test      also prove the check is no false green: deploy
 #                                            tests/deploy/extra-resources.yaml (S3 archive with lifecycle,
 #                                            dashboard, second queue, Mappings, a condition, ...) and check
@@ -33,6 +36,7 @@ build_dir=.aws-sam/build
 mode=check
 keep=0
 self_test=0
+vpc=0
 # A production-like set: both providers on, OAuth and a shared header for Incode, JWT for IDnow, an
 # alarm e-mail (a conditional resource), non-default capacity and logging values; deletion protection
 # off because the stack is thrown away (docs/deploy.md).
@@ -62,6 +66,7 @@ while (($#)); do
     --keep) keep=1 ;;
     --stop) mode=stop ;;
     --self-test) self_test=1 ;;
+    --vpc) vpc=1 ;;
     --stack-name) stack=${2:?--stack-name needs a name}; shift ;;
     --parameter-overrides) read -r -a overrides <<<"${2?--parameter-overrides needs a value}"; shift ;;
     --build-dir) build_dir=${2:?--build-dir needs a directory}; shift ;;
@@ -187,6 +192,23 @@ check() { # template stack overrides...
   .venv-sam/bin/python scripts/check_deploy.py --endpoint "$endpoint" --stack-name "$name" \
     --template "$template" --region "$region" ${1+--parameter-overrides "$@"}
 }
+
+if ((vpc)); then
+  # What a deployer brings: private subnets and a security group for the dispatcher's interfaces.
+  read -r subnets sg < <(.venv-sam/bin/python - <<'PY'
+import boto3
+
+ec2 = boto3.client("ec2")
+vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
+sg = ec2.create_security_group(VpcId=vpc, GroupName="kyc-relay-dispatcher",
+                               Description="dispatcher egress")["GroupId"]
+print(",".join(subnets), sg)
+PY
+  )
+  overrides+=("DispatcherSubnetIds=$subnets" "DispatcherSecurityGroupIds=$sg")
+  say "VPC: dispatcher in subnets $subnets, security group $sg"
+fi
 
 say "sam deploy of $build_dir (stack $stack, ${#overrides[@]} parameter overrides) ..."
 sam_deploy "$build_dir/template.yaml" "$stack" "$state/sam-deploy.log" "${overrides[@]}"

@@ -340,6 +340,13 @@ else
 fi
 function_pids=$(.venv/bin/python -c 'import json,sys; print(" ".join(str(i["pid"]) for f in json.load(open(sys.argv[1]))["functions"].values() for i in f["instances"]))' "$LAMBDA_INSTANCES_FILE" 2>/dev/null || true)
 
+# 7b: every body the destinations received matches the published schema (schemas/v1).
+if out=$(.venv/bin/python scripts/check_schemas.py --received "$root/.local/demo-destination.jsonl" 2>&1); then
+  ok "delivered bodies match the published schema ($(tail -n 1 <<<"$out" | sed 's/^check_schemas: //'))"
+else
+  ko "delivered bodies match the published schema" "$(tail -n 5 <<<"$out" | tr '\n' ' ')"
+fi
+
 # 8: stop, and nothing left running.
 stop_pipeline
 left=""

@@ -43,6 +43,41 @@ pub fn local_env() -> Env {
 }
 
 /// A sample API Gateway event from `events/`, as the Lambda runtime hands it to the receiver.
+/// Validates envelopes against the published schemas (schemas/v1) with the reference JSON Schema
+/// implementation (scripts/check_schemas.py, Python `jsonschema`). `Err`: what it reported.
+pub fn check_envelope_schema(envelopes: &[serde_json::Value]) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("scripts/check_schemas.py"))
+        .args(["--envelopes", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run scripts/check_schemas.py (is .venv bootstrapped?)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            serde_json::Value::from(envelopes.to_vec())
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
 pub fn apigw_event(relative: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(repo_root().join("events").join(relative))
         .unwrap_or_else(|e| panic!("events/{relative}: {e}"));

@@ -79,6 +79,7 @@ async fn every_sample_event_gets_its_documented_answer_and_only_accepted_ones_ar
     );
 
     let mut failures = Vec::new();
+    let mut envelopes = Vec::new();
     for (file, expected) in manifest {
         let want = expected["status"].as_u64().unwrap() as u16;
         let raw = read_json(&format!("events/receiver/{file}"));
@@ -129,6 +130,7 @@ async fn every_sample_event_gets_its_documented_answer_and_only_accepted_ones_ar
                 Some(envelope.event_type.as_str())
             );
             assert!(!envelope.verified_by.is_empty());
+            envelopes.push(serde_json::from_str(m.body().unwrap()).unwrap());
         } else {
             assert!(
                 messages.is_empty(),
@@ -140,6 +142,9 @@ async fn every_sample_event_gets_its_documented_answer_and_only_accepted_ones_ar
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Every accepted sample's envelope matches the published schema (schemas/v1).
+    assert!(envelopes.len() > 10);
+    integration_tests::check_envelope_schema(&envelopes).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

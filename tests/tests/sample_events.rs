@@ -184,6 +184,15 @@ async fn dispatcher_samples_are_valid_and_dispatched_as_documented() {
         1,
         "the early job went back, delayed, on the retry lane"
     );
+    // What the destination received in the envelope format matches the published schema.
+    let bodies: Vec<serde_json::Value> = peer
+        .received()
+        .iter()
+        .filter_map(|r| serde_json::from_slice(&r.body).ok())
+        .filter(|b: &serde_json::Value| b.get("raw_body").is_some())
+        .collect();
+    assert!(!bodies.is_empty());
+    integration_tests::check_envelope_schema(&bodies).unwrap();
     let redriven = peer.received().last().unwrap().headers["webhook-id"]
         .to_str()
         .unwrap()
