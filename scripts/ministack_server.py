@@ -20,8 +20,8 @@ AWS would hold and scripts/check_deploy.py can compare it with the template:
      PointInTimeRecoverySpecification are ignored and DeletionProtectionEnabled is stored as the
      string a parameter gives. Fixed: applied through ministack's own UpdateTimeToLive,
      UpdateContinuousBackups and SSE description; the flag a bool.
-  5. AWS::Lambda::Function: RecursiveLoop is ignored. Fixed: stored through
-     PutFunctionRecursionConfig.
+  5. AWS::Lambda::Function: RecursiveLoop and VpcConfig are ignored. Fixed: stored through
+     PutFunctionRecursionConfig and UpdateFunctionConfiguration (scripts/deploy-local.sh --vpc).
   6. AWS::S3::Bucket: BucketEncryption, LifecycleConfiguration and Tags are ignored (the bucket reads
      back AES256, no lifecycle, no tags). Fixed: stored through ministack's own PutBucketEncryption,
      PutBucketLifecycleConfiguration and PutBucketTagging (bodies from scripts/cfn_s3.py).
@@ -263,7 +263,7 @@ def _bucket_fix(result, props):
     return result
 
 
-# --- 5. Lambda RecursiveLoop ------------------------------------------------------------------------
+# --- 5. Lambda RecursiveLoop and VpcConfig ------------------------------------------------------------
 
 
 def _function_fix(result, props):
@@ -273,6 +273,10 @@ def _function_fix(result, props):
         status, _, body = lambda_svc._put_function_recursion_config(result[0], {"RecursiveLoop": props["RecursiveLoop"]})
         if status >= 400:
             raise ValueError(f"AWS::Lambda::Function {result[0]}: RecursiveLoop: {body!r}")
+    if props.get("VpcConfig"):
+        status, _, body = lambda_svc._update_config(result[0], {"VpcConfig": props["VpcConfig"]})
+        if status >= 400:
+            raise ValueError(f"AWS::Lambda::Function {result[0]}: VpcConfig: {body!r}")
     return result
 
 
