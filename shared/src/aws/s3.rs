@@ -3,6 +3,7 @@
 
 use crate::archive::{Archive, ArchiveError, ArchiveStore, Tagged};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_smithy_runtime_api::http::Response as HttpResponse;
 
 #[derive(Clone)]
 pub struct S3Archive {
@@ -56,25 +57,7 @@ impl Archive for S3Archive {
 
 impl ArchiveStore for S3Archive {
     async fn get(&self, object: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(object)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let bytes = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| ArchiveError(e.to_string()))?;
-                Ok(Some(bytes.into_bytes().to_vec()))
-            }
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
-            Err(e) => Err(archive_error(e)),
-        }
+        Ok(self.get_tagged(object).await?.map(|t| t.body))
     }
 
     async fn list(
@@ -142,23 +125,19 @@ impl ArchiveStore for S3Archive {
         body: Vec<u8>,
         tag: &str,
     ) -> Result<bool, ArchiveError> {
-        let result = if body.is_empty() {
-            self.client
+        if body.is_empty() {
+            let result = self
+                .client
                 .delete_object()
                 .bucket(&self.bucket)
                 .key(object)
                 .if_match(tag)
                 .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    (
-                        changed(e.raw_response().map(|r| r.status().as_u16())),
-                        archive_error(e),
-                    )
-                })
+                .await;
+            applied(result)
         } else {
-            self.client
+            let result = self
+                .client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(object)
@@ -166,27 +145,31 @@ impl ArchiveStore for S3Archive {
                 .if_match(tag)
                 .body(body.into())
                 .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    (
-                        changed(e.raw_response().map(|r| r.status().as_u16())),
-                        archive_error(e),
-                    )
-                })
-        };
-        match result {
-            Ok(()) => Ok(true),
-            Err((true, _)) => Ok(false),
-            Err((false, e)) => Err(e),
+                .await;
+            applied(result)
         }
     }
 }
 
-/// Whether a conditional write failed because the object changed: `412 Precondition Failed`, `409
-/// ConditionalRequestConflict` (a concurrent conditional write), or `404` (deleted meanwhile).
-fn changed(status: Option<u16>) -> bool {
-    matches!(status, Some(412 | 409 | 404))
+/// The outcome of a conditional write: `Ok(false)` when the object changed since it was read: `412
+/// Precondition Failed`, `409 ConditionalRequestConflict` (a concurrent conditional write), or `404`
+/// (deleted meanwhile).
+fn applied<T, E>(result: Result<T, SdkError<E, HttpResponse>>) -> Result<bool, ArchiveError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e)
+            if matches!(
+                e.raw_response().map(|r| r.status().as_u16()),
+                Some(412 | 409 | 404)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(archive_error(e)),
+    }
 }
 
 /// The archive as configured: on (a bucket is named) or off. The S3 client is only built when on.

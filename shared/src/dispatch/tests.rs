@@ -95,6 +95,24 @@ async fn claimed(r: &Rig, event_id: &str, destination: &str) -> DeliveryJob {
     DeliveryJob::first(&e, destination, r.clock.now_ms(), 0, expires)
 }
 
+/// A repair takes the job's event over (as the consumer does for an interrupted event); returns the
+/// new generation.
+async fn repair(r: &Rig, job: &DeliveryJob) -> Option<u32> {
+    use crate::records::{EventKey, EventStore, RepairTakeover};
+    let intake = job.envelope.intake_id.clone();
+    r.clock.advance_ms(1);
+    r.store
+        .take_over(&RepairTakeover {
+            key: &EventKey::of(&job.envelope),
+            intake_ids: &[intake.as_str()],
+            now_ms: r.clock.now_ms(),
+            lease_until_ms: r.clock.now_ms(),
+            archive_object: None,
+        })
+        .await
+        .unwrap()
+}
+
 fn rec(id: &str, job: &DeliveryJob, lane: Lane) -> JobRecord {
     JobRecord {
         message_id: id.into(),
@@ -227,24 +245,10 @@ async fn two_copies_of_a_job_in_one_batch_make_one_attempt() {
 
 #[tokio::test]
 async fn copies_superseded_by_a_repair_and_final_deliveries_are_not_sent() {
-    use crate::records::{EventKey, EventStore, RepairTakeover};
     let r = rig().await;
     let job = claimed(&r, "e1", "crm").await;
     // A repair took the event over (generation 1) and re-sent the job: the old copy is dropped.
-    let intake = job.envelope.intake_id.clone();
-    r.clock.advance_ms(1);
-    let generation = r
-        .store
-        .take_over(&RepairTakeover {
-            key: &EventKey::of(&job.envelope),
-            intake_ids: &[intake.as_str()],
-            now_ms: r.clock.now_ms(),
-            lease_until_ms: r.clock.now_ms(),
-            archive_object: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(generation, Some(1));
+    assert_eq!(repair(&r, &job).await, Some(1));
     assert!(r.run(&[rec("old", &job, Lane::Fast)]).await.is_empty());
     assert!(r.http.sent().is_empty());
     let mut copy = job.clone();
@@ -448,21 +452,9 @@ async fn trip(r: &Rig, destination: &str, url: &str) -> Vec<Scheduled> {
 
 #[tokio::test]
 async fn a_stale_copy_first_in_a_batch_does_not_drop_the_live_one() {
-    use crate::records::{EventKey, EventStore, RepairTakeover};
     let r = rig().await;
     let job = claimed(&r, "e1", "crm").await;
-    let intake = job.envelope.intake_id.clone();
-    r.clock.advance_ms(1);
-    r.store
-        .take_over(&RepairTakeover {
-            key: &EventKey::of(&job.envelope),
-            intake_ids: &[intake.as_str()],
-            now_ms: r.clock.now_ms(),
-            lease_until_ms: r.clock.now_ms(),
-            archive_object: None,
-        })
-        .await
-        .unwrap();
+    assert_eq!(repair(&r, &job).await, Some(1));
     let mut repaired = job.clone();
     repaired.generation = 1;
     // Generation 0 (superseded) first, then its repair copy, in one batch.
