@@ -87,6 +87,9 @@ pub struct Resources {
     /// The stack's `RecordTtlSeconds` (the lifetime of a replay's marker when the event's own
     /// record has expired).
     pub record_ttl_secs: Option<u64>,
+    /// The stack's `ArchiveRetentionDays` (`ARCHIVE_RETENTION_DAYS` in an env file): an erasure's
+    /// rewrite keeps each object's expiry with it.
+    pub archive_retention_days: Option<u64>,
     pub outputs: BTreeMap<String, String>,
 }
 
@@ -136,6 +139,9 @@ impl Resources {
         r.archive_bucket = vars.get("ARCHIVE_BUCKET").cloned();
         r.dashboard = vars.get("DASHBOARD").cloned();
         r.record_ttl_secs = vars.get("RECORD_TTL_SECONDS").and_then(|v| v.parse().ok());
+        r.archive_retention_days = vars
+            .get("ARCHIVE_RETENTION_DAYS")
+            .and_then(|v| v.parse().ok());
         // The functions' own way of naming the document, if the file carries it.
         r.destinations = match (
             vars.get("DESTINATIONS_CONFIG_FILE"),
@@ -185,6 +191,10 @@ impl Resources {
         r.record_ttl_secs = stack
             .parameters
             .get("RecordTtlSeconds")
+            .and_then(|v| v.parse().ok());
+        r.archive_retention_days = stack
+            .parameters
+            .get("ArchiveRetentionDays")
             .and_then(|v| v.parse().ok());
         r
     }

@@ -63,6 +63,8 @@ impl Rig {
         lines.push(format!("DESTINATIONS_CONFIG_FILE={}", doc.display()));
         // The destinations are test servers on 127.0.0.1, as in config/local.env.
         lines.push("OUTBOUND_ALLOW_HTTP_LOOPBACK=true".into());
+        // The stack's ArchiveRetentionDays (erase keeps rewritten objects' expiry with it).
+        lines.push("ARCHIVE_RETENTION_DAYS=30".into());
         lines.sort();
         let env_file = dir.join("aws.env");
         std::fs::write(&env_file, lines.join("\n") + "\n").unwrap();
@@ -803,6 +805,27 @@ async fn erase_leaves_nothing_of_the_session_readable_and_logs_without_personal_
     );
     assert_eq!(lines.len(), 1, "the other session's line stays");
     assert_eq!(lines[0].1, keep, "byte for byte");
+    // The rewritten object keeps its expiry: tagged with the days it had left (S3 would count the
+    // retention again from the rewrite).
+    let tags = aws_sdk_s3::Client::new(&rig.aws.sdk)
+        .get_object_tagging()
+        .bucket(rig.aws.get("ARCHIVE_BUCKET"))
+        .key(&lines[0].0)
+        .send()
+        .await
+        .unwrap();
+    let kept = kyc_relay::archive::keep_days(
+        kyc_relay::archive::archived_at_ms(&lines[0].0).unwrap(),
+        SystemClock.now_ms(),
+        30,
+    );
+    assert_eq!(
+        tags.tag_set()
+            .iter()
+            .map(|t| (t.key(), t.value()))
+            .collect::<Vec<_>>(),
+        [(kyc_relay::archive::KEEP_DAYS_TAG, kept.to_string().as_str())]
+    );
     let dlq = rig.aws.drain(rig.aws.get("DELIVERY_DLQ_URL")).await;
     assert_eq!(
         dlq.len(),

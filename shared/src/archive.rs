@@ -62,11 +62,14 @@ pub trait ArchiveStore: Archive {
     /// deletes it instead when `body` is empty (conditional delete). `Ok(false)`: the object changed
     /// (or went) since it was read; read it again. Two erasures rewriting one shared object at once
     /// therefore cannot undo each other: the later write fails and re-reads the earlier's result.
+    /// `keep_days`: tag the rewritten object with [`KEEP_DAYS_TAG`] so it expires no later than it
+    /// would have.
     fn replace_if(
         &self,
         object: &str,
         body: Vec<u8>,
         tag: &str,
+        keep_days: Option<u32>,
     ) -> impl Future<Output = Result<bool, ArchiveError>> + Send;
 }
 
@@ -104,6 +107,40 @@ pub fn object_key(now_ms: u64, batch_id: &str) -> String {
         "{PREFIX}{:04}/{:02}/{:02}/{:02}/{:04}{:02}{:02}T{:02}{:02}{:02}Z-{id}.jsonl",
         t.year, t.month, t.day, t.hour, t.year, t.month, t.day, t.hour, t.minute, t.second
     )
+}
+
+/// The object tag that keeps a rewritten object's expiry: S3 lifecycle counts days from an object's
+/// last write, so an erasure that rewrites a shared object would restart the retention of every other
+/// session in it. The rewrite tags the object with how many days it had left (rounded down to one of
+/// [`KEEP_DAYS_STEPS`]), and a lifecycle rule per step (template.yaml, `ExpireErasureRewrite{N}`)
+/// expires it that many days after the rewrite: S3 applies the earliest of the rules that match.
+pub const KEEP_DAYS_TAG: &str = "kyc-relay-keep-days";
+
+/// The tag values a rewrite may carry, each with its lifecycle rule in template.yaml. Rounding down
+/// to a step shortens the other sessions' retention by at most the step's gap, never extends it.
+pub const KEEP_DAYS_STEPS: &[u32] = &[
+    1, 2, 3, 4, 5, 6, 7, 10, 14, 21, 30, 45, 60, 90, 120, 180, 270, 365, 545, 730, 1095, 1825,
+    3650, 7300, 36500,
+];
+
+/// When an object was archived, from its key (`events/YYYY/MM/DD/HH/...`: the hour's start).
+pub fn archived_at_ms(key: &str) -> Option<u64> {
+    let mut parts = key.strip_prefix(PREFIX)?.splitn(5, '/');
+    let (y, m, d, h) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Utc::parse_rfc3339(&format!("{y}-{m}-{d}T{h}:00:00Z"))
+}
+
+/// The tag value for an object archived at `archived_at_ms` and rewritten at `now_ms`, under a
+/// retention of `retention_days`: the largest step not above the days it has left (at least 1).
+pub fn keep_days(archived_at_ms: u64, now_ms: u64, retention_days: u64) -> u32 {
+    let expires_ms = archived_at_ms.saturating_add(retention_days.saturating_mul(86_400_000));
+    let left_days = expires_ms.saturating_sub(now_ms) / 86_400_000;
+    KEEP_DAYS_STEPS
+        .iter()
+        .copied()
+        .filter(|s| u64::from(*s) <= left_days)
+        .max()
+        .unwrap_or(1)
 }
 
 /// The key prefix of one hour; `list` over consecutive hours covers a time range.
@@ -219,6 +256,8 @@ impl Utc {
 #[derive(Default)]
 pub struct MemoryArchive {
     objects: std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+    /// The [`KEEP_DAYS_TAG`] of rewritten objects.
+    keep_days: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
     pub fail_puts: std::sync::atomic::AtomicBool,
     pub puts: std::sync::atomic::AtomicU64,
 }
@@ -226,6 +265,11 @@ pub struct MemoryArchive {
 impl MemoryArchive {
     pub fn objects(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
         self.objects.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// The object's [`KEEP_DAYS_TAG`], if a rewrite set one.
+    pub fn keep_days_of(&self, object: &str) -> Option<u32> {
+        self.keep_days.lock().ok()?.get(object).copied()
     }
 }
 
@@ -281,6 +325,7 @@ impl ArchiveStore for MemoryArchive {
         object: &str,
         body: Vec<u8>,
         tag: &str,
+        keep_days: Option<u32>,
     ) -> Result<bool, ArchiveError> {
         let mut objects = self
             .objects
@@ -289,10 +334,19 @@ impl ArchiveStore for MemoryArchive {
         if objects.get(object).map(|b| memory_tag(b)).as_deref() != Some(tag) {
             return Ok(false);
         }
+        let mut tags = self
+            .keep_days
+            .lock()
+            .map_err(|_| ArchiveError("poisoned".into()))?;
+        // A write replaces the object's tags, as S3's PutObject does.
+        tags.remove(object);
         if body.is_empty() {
             objects.remove(object);
         } else {
             objects.insert(object.to_string(), body);
+            if let Some(days) = keep_days {
+                tags.insert(object.to_string(), days);
+            }
         }
         Ok(true)
     }
@@ -345,13 +399,49 @@ impl<T: ArchiveStore> ArchiveStore for std::sync::Arc<T> {
         object: &str,
         body: Vec<u8>,
         tag: &str,
+        keep_days: Option<u32>,
     ) -> impl Future<Output = Result<bool, ArchiveError>> + Send {
-        (**self).replace_if(object, body, tag)
+        (**self).replace_if(object, body, tag, keep_days)
     }
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_rewrite_keeps_what_was_left_of_the_retention_never_more() {
+        let key = "events/2026/12/01/21/20261201T214715Z-a1b2x.jsonl";
+        let at = archived_at_ms(key).unwrap();
+        assert_eq!(hour_prefix(at), "events/2026/12/01/21/");
+        assert_eq!(archived_at_ms("elsewhere/2026/12/01/21/x"), None);
+        let day = 86_400_000;
+        // 30 days of retention, rewritten 5 days in: 25 left, kept 21 (the step below).
+        assert_eq!(keep_days(at, at + 5 * day, 30), 21);
+        assert_eq!(keep_days(at, at, 30), 30);
+        assert_eq!(keep_days(at, at + 29 * day + 1, 30), 1);
+        // Already due (S3 expires objects a little late): the shortest step.
+        assert_eq!(keep_days(at, at + 40 * day, 30), 1);
+        assert_eq!(keep_days(at, at, 36_500), 36_500);
+        for (days, age) in [(30, 3), (400, 100), (7, 6), (36_500, 1)] {
+            let kept = u64::from(keep_days(at, at + age * day, days));
+            assert!(kept <= days - age && kept >= 1, "{days} {age}: {kept}");
+        }
+    }
+
+    #[test]
+    fn every_keep_days_step_has_its_lifecycle_rule_in_the_template() {
+        let template = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"),
+        )
+        .unwrap();
+        for step in KEEP_DAYS_STEPS {
+            let rule = format!(
+                "- Id: ExpireErasureRewrite{step}\n            Status: Enabled\n            Prefix: events/\n            TagFilters:\n              - Key: {KEEP_DAYS_TAG}\n                Value: \"{step}\"\n            ExpirationInDays: {step}\n"
+            );
+            assert!(template.contains(&rule), "template.yaml lacks:\n{rule}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -26,7 +26,7 @@ use crate::ctx::Ctx;
 use crate::error::{CliError, Result};
 use crate::target::QueueRole;
 use crate::ui::time_range;
-use kyc_relay::archive::{ArchiveStore, hour_prefix};
+use kyc_relay::archive::{ArchiveStore, archived_at_ms, hour_prefix, keep_days};
 use kyc_relay::provider::{Provider, keyed_hex};
 use kyc_relay::records::{DeliveryStatus, RecordReader, session_pk};
 use serde_json::json;
@@ -251,7 +251,13 @@ pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
                     break;
                 }
                 let emptied = kept.is_empty();
-                if store.replace_if(object, kept, &current.tag).await? {
+                // The rewrite keeps the object's expiry for the other sessions in it (S3 would
+                // count its retention again from now).
+                let keep = match (archived_at_ms(object), ctx.res.archive_retention_days) {
+                    (Some(at), Some(days)) if !emptied => Some(keep_days(at, now, days)),
+                    _ => None,
+                };
+                if store.replace_if(object, kept, &current.tag, keep).await? {
                     if emptied {
                         deleted += 1;
                     } else {

@@ -124,6 +124,7 @@ impl ArchiveStore for S3Archive {
         object: &str,
         body: Vec<u8>,
         tag: &str,
+        keep_days: Option<u32>,
     ) -> Result<bool, ArchiveError> {
         if body.is_empty() {
             let result = self
@@ -143,6 +144,7 @@ impl ArchiveStore for S3Archive {
                 .key(object)
                 .content_type("application/x-ndjson")
                 .if_match(tag)
+                .set_tagging(keep_days.map(|d| format!("{}={d}", crate::archive::KEEP_DAYS_TAG)))
                 .body(body.into())
                 .send()
                 .await;
