@@ -879,17 +879,30 @@ def _as_list(v) -> list:
     return v if isinstance(v, list) else [] if v is None else [v]
 
 
+# A resource that names every resource of its kind: "*", or an ARN whose resource part is a wildcard
+# (every queue, table, bucket or key of an account or region).
+WIDE_ARN = re.compile(r"^arn:[^:]+:(sqs|dynamodb|kms):[^:]*:[^:]*:(\*|table/\*|key/\*|alias/\*)$|^arn:[^:]+:s3:::\*")
+
+
 def wide_statements(doc) -> list[str]:
-    """Allow statements of a policy document that grant an SQS, DynamoDB, S3 or KMS action (or "*")
-    on Resource "*"."""
+    """Allow statements of a policy document that grant an SQS, DynamoDB, S3 or KMS action (or "*",
+    or everything but some actions: NotAction) on every resource ("*" or a wildcard ARN, or
+    NotResource)."""
     out = []
     for i, st in enumerate(_as_list((doc or {}).get("Statement"))):
-        if st.get("Effect") != "Allow" or "NotResource" in st:
+        if st.get("Effect") != "Allow":
             continue
-        actions = [a for a in _as_list(st.get("Action")) if isinstance(a, str)]
-        scoped = [a for a in actions if a == "*" or a.lower().startswith(SCOPED_SERVICES)]
-        if scoped and "*" in _as_list(st.get("Resource")):
-            out.append(f"statement {st.get('Sid') or i}: {', '.join(scoped)} on Resource \"*\"")
+        if "NotAction" in st:
+            scoped = [f"NotAction {', '.join(map(str, _as_list(st['NotAction'])))}"]
+        else:
+            actions = [a for a in _as_list(st.get("Action")) if isinstance(a, str)]
+            scoped = [a for a in actions if a == "*" or a.lower().startswith(SCOPED_SERVICES)]
+        resources = [r for r in _as_list(st.get("Resource")) if isinstance(r, str)]
+        wide = [r for r in resources if r == "*" or WIDE_ARN.match(r)]
+        if "NotResource" in st:
+            wide.append(f"NotResource {st['NotResource']}")
+        if scoped and wide:
+            out.append(f"statement {st.get('Sid') or i}: {', '.join(scoped)} on Resource \"{wide[0]}\"")
     return out
 
 

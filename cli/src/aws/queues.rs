@@ -61,6 +61,10 @@ impl DlqMessage {
     }
 }
 
+/// Messages one pass holds in flight from which an empty receive may mean SQS's in-flight limit
+/// (about 120,000 for a standard queue, counting other consumers' messages too) rather than the end.
+pub const NEAR_IN_FLIGHT_LIMIT: usize = 100_000;
+
 /// One pass over a queue's visible messages.
 pub struct Scan<'a> {
     client: &'a Client,
@@ -152,11 +156,12 @@ impl<'a> Scan<'a> {
         if !any || fresh.is_empty() {
             self.done = true;
         }
-        if !any {
-            // Nothing came back. Either the queue is empty, or SQS returned nothing although
-            // messages are visible (at the in-flight limit it may answer empty rather than with
-            // OverLimit): the queue's own count tells, so a partial pass is never taken for a
-            // whole one.
+        if !any && self.seen.len() >= NEAR_IN_FLIGHT_LIMIT {
+            // Nothing came back while this pass holds close to SQS's in-flight limit (about
+            // 120,000 messages of a standard queue): SQS may answer empty rather than with
+            // OverLimit, so the queue's own count decides whether messages were left. (Below the
+            // limit an empty long poll means an empty queue; the approximate count lags by up to a
+            // minute and would report a finished pass as partial.)
             let visible = depth(self.client, self.url).await?.visible;
             if visible > 0 {
                 self.left = Some(visible);

@@ -13,8 +13,8 @@
 //!
 //! Records go last: they list the archive objects, so an erasure interrupted halfway finds them
 //! again when run again. The erasure is logged without personal data: an audit item in the records
-//! table (partition `audit#erasure`, never expiring) with SHA-256(provider, 0, session id), the
-//! counts and the time.
+//! table (partition `audit#erasure`, never expiring) with who erased (the caller's ARN), the counts,
+//! the time, and a subject only under an audit key (HMAC-SHA-256(key, provider, session id)).
 //!
 //! A job still queued carries the webhook until the dispatcher handles it and drops it (the tool
 //! warns): SQS messages cannot be rewritten.
@@ -146,6 +146,11 @@ pub async fn run(ctx: &Ctx, a: &EraseArgs) -> Result<()> {
         ));
     }
     let lines: usize = plan.iter().map(|p| p.1).sum();
+    if plan.iter().any(|p| !p.2) && ctx.res.archive_retention_days.is_none() {
+        warnings.push(
+            "ArchiveRetentionDays is unknown (no --stack, no ARCHIVE_RETENTION_DAYS in the env file): rewritten archive objects restart their retention for the other sessions in them".into(),
+        );
+    }
 
     // 2. DLQ copies (listed now, deleted below).
     let mut dlq_found = Vec::new();

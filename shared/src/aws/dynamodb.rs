@@ -808,15 +808,16 @@ impl RecordReader for DynamoRecords {
             }
         }
         let mut count = 0;
+        // Deliveries first, the events' tombstones last: an erasure interrupted in between leaves
+        // live events, which the next run finds (it looks for events) and finishes.
+        let is_event =
+            |i: &Item| matches!(get_s(i, "sk").and_then(parse_sk), Some((_, SortKey::Event)));
+        keys.sort_by_key(|i| is_event(i));
         for item in &keys {
             let (Some(pk_v), Some(sk_v)) = (item.get("pk"), item.get("sk")) else {
                 continue;
             };
-            let is_event = matches!(
-                get_s(item, "sk").and_then(parse_sk),
-                Some((_, SortKey::Event))
-            );
-            if is_event {
+            if is_event(item) {
                 if item.contains_key("erased") {
                     continue;
                 }

@@ -196,7 +196,9 @@ impl DeliveryJob {
     pub fn log(&mut self, entry: AttemptLog) {
         self.history.push(entry);
         while self.history.len() > JOB_HISTORY_CAP {
-            let i = self.history.iter().position(|h| h.probe).unwrap_or(0);
+            // Never the entry just made: the item's history tail and the DLQ show the latest.
+            let older = &self.history[..self.history.len() - 1];
+            let i = older.iter().position(|h| h.probe).unwrap_or(0);
             self.history.remove(i);
             self.history_dropped = self.history_dropped.saturating_add(1);
         }
@@ -277,6 +279,35 @@ impl<T: DeliveryQueue> DeliveryQueue for std::sync::Arc<T> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_bounded_history_drops_the_oldest_probe_first_and_keeps_the_latest_entry() {
+        let env = crate::envelope::tests_support::idnow("e1", "s1");
+        let mut job = DeliveryJob::first(&env, "crm", 0, 0, 86_400);
+        let entry = |attempt: u32, probe: bool| AttemptLog {
+            attempt,
+            at_ms: u64::from(attempt),
+            outcome: "http_503".into(),
+            status_code: Some(503),
+            latency_ms: 1,
+            cycle: 1,
+            probe,
+        };
+        for a in 1..=JOB_HISTORY_CAP as u32 {
+            job.log(entry(a, a == 5));
+        }
+        assert_eq!(job.history_dropped, 0);
+        // Full: the probe (attempt 5) goes first...
+        job.log(entry(100, false));
+        assert!(job.history.iter().all(|h| h.attempt != 5));
+        // ...then the oldest attempt, but never the entry just made, even a probe.
+        job.log(entry(101, true));
+        assert_eq!(job.history.len(), JOB_HISTORY_CAP);
+        assert_eq!(job.history.first().unwrap().attempt, 2);
+        assert_eq!(job.history.last().unwrap().attempt, 101);
+        assert_eq!(job.history_dropped, 2);
+    }
+
     use super::*;
 
     #[test]

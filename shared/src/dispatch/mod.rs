@@ -235,17 +235,21 @@ where
                 failed.push(record.message_id.clone());
                 continue;
             }
-            // Identical copies of one job in one batch (DLQ copies redriven together, or copies of
-            // a chain aligned to the same due time): one attempt, the others acknowledged. Copies
-            // that differ in what decides which one is live (the generation a repair bumps, the
-            // replay run's token, a redrive) are all dispatched, and the stored state picks the
-            // live one: dropping one here could drop the live copy while a stale one is superseded.
+            // Copies of one job in one batch (DLQ copies redriven together, or copies of a chain
+            // aligned to the same due time): one attempt, the others acknowledged. First-attempt
+            // copies that differ in what decides which one is live (the generation a repair bumps,
+            // the replay run's token) are all dispatched, and the stored state picks the live one:
+            // dropping one here could drop the live copy while a stale one is superseded.
+            // (Generation and token decide only a first attempt: `plan::after`.)
+            let first = job.attempt == 1;
             let key = (
                 job.delivery_id.clone(),
                 job.attempt,
-                job.generation,
-                job.replay.as_ref().map(|r| (r.id.clone(), r.token.clone())),
-                job.dead_letter.is_some(),
+                job.replay.as_ref().map(|r| r.id.clone()),
+                first.then_some(job.generation),
+                first
+                    .then(|| job.replay.as_ref().map(|r| r.token.clone()))
+                    .flatten(),
             );
             if !seen.insert(key) {
                 counters.add("DuplicateJobsInBatch", 1);
@@ -400,10 +404,9 @@ where
                         None,
                     )
                 });
-                metrics.add(&job.destination_id, "DeadLettered", 1);
                 return Tagged(
                     id,
-                    self.give_up(job, reason, update, now, counters)
+                    self.give_up(job, reason, update, now, counters, metrics)
                         .await
                         .into(),
                 );
@@ -521,10 +524,9 @@ where
                 );
             }
             After::MissingRecord(reason) => {
-                metrics.add(&job.destination_id, "DeadLettered", 1);
                 return Tagged(
                     id,
-                    self.give_up(job, reason.to_string(), None, now, counters)
+                    self.give_up(job, reason.to_string(), None, now, counters, metrics)
                         .await
                         .into(),
                 );
@@ -668,7 +670,6 @@ where
                     self.schedule_then_record(next, delay_secs, recorded).await
                 }
                 Verdict::GiveUp(reason) => {
-                    metrics.add(&job.destination_id, "DeadLettered", 1);
                     let recorded = self.update(
                         &job,
                         DeliveryStatus::Failed,
@@ -678,7 +679,7 @@ where
                         at_ms,
                         None,
                     );
-                    self.give_up(job, reason, Some(recorded), at_ms, counters)
+                    self.give_up(job, reason, Some(recorded), at_ms, counters, metrics)
                         .await
                 }
             }
@@ -778,20 +779,21 @@ where
         recorded: Option<AttemptUpdate>,
         at_ms: u64,
         counters: &Counters,
+        metrics: &DestinationMetrics,
     ) -> Step {
         // The rare path reads the event's state once more: a job whose session was erased must not
         // carry its webhook into the DLQ, nor write a delivery item back into the erased partition.
+        // If that read fails, the job is dead-lettered as before: failing it would repeat an attempt
+        // already made (and the erasure's next run removes the DLQ copy).
         match self.store.view(&job.delivery_key()).await {
-            Ok(v) if v.erased => {
-                return self.drop_erased(&job, counters, &DestinationMetrics::default());
-            }
+            Ok(v) if v.erased => return self.drop_erased(&job, counters, metrics),
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(delivery_id = job.delivery_id, error = %e, "cannot read delivery state");
-                return Step::Fail;
+                tracing::error!(delivery_id = job.delivery_id, error = %e, "cannot read delivery state; dead-lettering without the erasure check");
             }
         }
         counters.add("DeadLettered", 1);
+        metrics.add(&job.destination_id, "DeadLettered", 1);
         tracing::warn!(
             delivery_id = job.delivery_id,
             destination = job.destination_id,
@@ -801,7 +803,7 @@ where
         job.dead_letter = Some(DeadLetterInfo {
             reason,
             at_ms,
-            attempts: job.history.len() as u32,
+            attempts: job.history.len() as u32 + job.history_dropped,
         });
         if let Err(e) = self.queue.dead_letter(&job).await {
             tracing::error!(delivery_id = job.delivery_id, error = %e, "cannot dead-letter job");

@@ -38,7 +38,7 @@ pub struct StoreError(pub String);
 pub const DESTINATIONS_PK: &str = "dest";
 
 /// Attempts kept on a delivery item (the most recent ones). Every attempt is also logged
-/// (`delivery attempt`), and a dead-lettered job carries its whole history.
+/// (`delivery attempt`), and a dead-lettered job carries its last `JOB_HISTORY_CAP` (32) entries.
 pub const HISTORY_CAP: usize = 12;
 
 /// Partition of an event's items: its session, or the event itself when it has no session.
