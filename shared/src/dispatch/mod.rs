@@ -511,17 +511,7 @@ where
                     now,
                     None,
                 );
-                return Tagged(
-                    id,
-                    match self.store.record_attempt(&job.delivery_key(), &update).await {
-                        Ok(_) => Step::Ack,
-                        Err(e) => {
-                            tracing::error!(delivery_id = job.delivery_id, error = %e, "cannot record delivery");
-                            Step::Fail
-                        }
-                    }
-                    .into(),
-                );
+                return Tagged(id, self.record_delivered(&job, &update).await.into());
             }
             After::MissingRecord(reason) => {
                 return Tagged(
@@ -637,19 +627,7 @@ where
                         at_ms,
                         Some(lag),
                     );
-                    match self
-                        .store
-                        .record_attempt(&job.delivery_key(), &update)
-                        .await
-                    {
-                        Ok(_) => Step::Ack,
-                        // Without the record a later duplicate job would send again: let SQS retry
-                        // (the destination deduplicates the repeat on webhook-id).
-                        Err(e) => {
-                            tracing::error!(delivery_id = job.delivery_id, error = %e, "cannot record delivery");
-                            Step::Fail
-                        }
-                    }
+                    self.record_delivered(&job, &update).await
                 }
                 Verdict::RetryAfter(delay) => {
                     counters.add("Retries", 1);
@@ -712,6 +690,18 @@ where
             history: job.history_tail(),
             redrive: job.is_redrive(),
             expires_at_secs: job.expires_at_secs,
+        }
+    }
+
+    /// Records a delivery as DELIVERED. Without the record a later duplicate job would send again: on
+    /// failure SQS retries the job (the destination deduplicates a repeat on `webhook-id`).
+    async fn record_delivered(&self, job: &DeliveryJob, update: &AttemptUpdate) -> Step {
+        match self.store.record_attempt(&job.delivery_key(), update).await {
+            Ok(_) => Step::Ack,
+            Err(e) => {
+                tracing::error!(delivery_id = job.delivery_id, error = %e, "cannot record delivery");
+                Step::Fail
+            }
         }
     }
 

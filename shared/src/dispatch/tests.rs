@@ -95,6 +95,36 @@ async fn claimed(r: &Rig, event_id: &str, destination: &str) -> DeliveryJob {
     DeliveryJob::first(&e, destination, r.clock.now_ms(), 0, expires)
 }
 
+/// A copy of the job for replay run "r1", carrying `token` (the operator's run that queued it).
+fn replay_of(job: &DeliveryJob, token: &str) -> DeliveryJob {
+    let mut replay = job.clone();
+    replay.replay = Some(crate::delivery::ReplayInfo {
+        id: "r1".into(),
+        token: token.into(),
+    });
+    replay
+}
+
+/// Writes the replay's marker with the copy's token, as `kyc-relay replay` does before queueing it.
+async fn mark(r: &Rig, replay: &DeliveryJob) {
+    use crate::records::{DeliveryStore, ReplayMarker};
+    let info = replay.replay.as_ref().unwrap();
+    r.store
+        .mark_replay(
+            &replay.delivery_key(),
+            &ReplayMarker {
+                event_id: &replay.envelope.event_id,
+                destination: &replay.destination_id,
+                replay_id: &info.id,
+                token: &info.token,
+                at_ms: T0,
+                expires_at_secs: replay.expires_at_secs,
+            },
+        )
+        .await
+        .unwrap();
+}
+
 /// A repair takes the job's event over (as the consumer does for an interrupted event); returns the
 /// new generation.
 async fn repair(r: &Rig, job: &DeliveryJob) -> Option<u32> {
@@ -473,30 +503,11 @@ async fn a_stale_copy_first_in_a_batch_does_not_drop_the_live_one() {
     );
 
     // Two runs of one replay: the old token's copy first, the live one second.
-    use crate::records::ReplayMarker;
     let r = rig().await;
     let job = claimed(&r, "e1", "crm").await;
-    let mut replay = job.clone();
-    replay.replay = Some(crate::delivery::ReplayInfo {
-        id: "r1".into(),
-        token: "t1".into(),
-    });
-    let mut rerun = replay.clone();
-    rerun.replay.as_mut().unwrap().token = "t2".into();
-    r.store
-        .mark_replay(
-            &rerun.delivery_key(),
-            &ReplayMarker {
-                event_id: "e1",
-                destination: "crm",
-                replay_id: "r1",
-                token: "t2",
-                at_ms: T0,
-                expires_at_secs: job.expires_at_secs,
-            },
-        )
-        .await
-        .unwrap();
+    let replay = replay_of(&job, "t1");
+    let rerun = replay_of(&job, "t2");
+    mark(&r, &rerun).await;
     assert!(
         r.run(&[
             rec("t1", &replay, Lane::Retry),
@@ -637,33 +648,16 @@ async fn a_held_jobs_history_stays_bounded_through_a_long_pause() {
 
 #[tokio::test]
 async fn a_redrive_after_a_delivered_replay_does_not_send_again() {
-    use crate::records::{AttemptUpdate, DeliveryStore, ReplayMarker};
+    use crate::records::{AttemptUpdate, DeliveryStore};
     let r = rig().await;
     let job = claimed(&r, "e1", "bi").await;
     r.http.always(BI, Scripted::status(400));
     assert!(r.run(&[rec("a", &job, Lane::Fast)]).await.is_empty());
     let mut dead = r.queue.take_dead().pop().expect("dead-lettered");
     // An operator replays the event (same webhook-id); the replay is delivered.
-    let mut replay = job.clone();
-    replay.replay = Some(crate::delivery::ReplayInfo {
-        id: "r1".into(),
-        token: "t1".into(),
-    });
+    let replay = replay_of(&job, "t1");
     let key = replay.delivery_key();
-    r.store
-        .mark_replay(
-            &key,
-            &ReplayMarker {
-                event_id: "e1",
-                destination: "bi",
-                replay_id: "r1",
-                token: "t1",
-                at_ms: T0,
-                expires_at_secs: job.expires_at_secs,
-            },
-        )
-        .await
-        .unwrap();
+    mark(&r, &replay).await;
     r.store
         .record_attempt(
             &key,
