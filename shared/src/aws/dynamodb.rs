@@ -116,8 +116,22 @@ impl DynamoRecords {
         get_n(item, "expires_at").is_none_or(|e| e >= self.clock.now_secs())
     }
 
-    /// Every item of a partition whose sort key starts with `prefix` (strongly consistent).
+    /// Every item of a partition whose sort key starts with `prefix` (strongly consistent), expired
+    /// ones left out: correctness never waits for TTL's late deletion.
     async fn query(&self, pk: &str, prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        let mut items = self.query_all(pk, prefix, &[]).await?;
+        items.retain(|i| self.live(i));
+        Ok(items)
+    }
+
+    /// Every item of a partition whose sort key starts with `prefix` (strongly consistent), expired
+    /// ones included, with only the `attributes` named (all when empty).
+    async fn query_all(
+        &self,
+        pk: &str,
+        prefix: Option<&str>,
+        attributes: &[&str],
+    ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -134,14 +148,29 @@ impl DynamoRecords {
                     .expression_attribute_values(":p", s(p)),
                 None => names!(q, ["pk"]).key_condition_expression("#pk = :pk"),
             };
+            if !attributes.is_empty() {
+                for a in attributes {
+                    q = q.expression_attribute_names(format!("#{a}"), *a);
+                }
+                let projection: Vec<String> = attributes.iter().map(|a| format!("#{a}")).collect();
+                q = q.projection_expression(projection.join(", "));
+            }
             let out = q.send().await.map_err(store_error)?;
-            items.extend(out.items().iter().filter(|i| self.live(i)).cloned());
+            items.extend(out.items().iter().cloned());
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => return Ok(items),
             }
         }
     }
+}
+
+/// Whether an item of a partition is an event item (not one of its deliveries).
+fn is_event_item(item: &Item) -> bool {
+    matches!(
+        get_s(item, "sk").and_then(parse_sk),
+        Some((_, SortKey::Event))
+    )
 }
 
 fn event_record(item: &Item) -> Option<EventRecord> {
@@ -747,77 +776,30 @@ impl RecordReader for DynamoRecords {
     }
 
     async fn archive_objects(&self, pk: &str) -> Result<Vec<String>, StoreError> {
-        // A query of its own: `query` drops expired items, which erasure must see too.
-        let mut objects = std::collections::BTreeSet::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :p)")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":p", s("ev#"))
-                .projection_expression("#sk, #archive")
-                .expression_attribute_names("#pk", "pk")
-                .expression_attribute_names("#sk", "sk")
-                .expression_attribute_names("#archive", "archive")
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(store_error)?;
-            for item in out.items() {
-                if let Some((_, SortKey::Event)) = get_s(item, "sk").and_then(parse_sk) {
-                    objects.extend(get_list_s(item, "archive"));
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(objects.into_iter().collect()),
-            }
-        }
+        // Expired items too: erasure must rewrite the objects of every item it deletes.
+        let items = self.query_all(pk, Some("ev#"), &["sk", "archive"]).await?;
+        let objects: std::collections::BTreeSet<String> = items
+            .iter()
+            .filter(|i| is_event_item(i))
+            .flat_map(|i| get_list_s(i, "archive"))
+            .collect();
+        Ok(objects.into_iter().collect())
     }
 
     async fn erase_partition(&self, pk: &str, now_ms: u64) -> Result<usize, StoreError> {
         // Expired items too: erasure removes everything, not only what is still live.
-        let mut keys: Vec<Item> = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_values(":pk", s(pk))
-                .projection_expression("#pk, #sk, #exp, #claimed, #erased")
-                .expression_attribute_names("#pk", "pk")
-                .expression_attribute_names("#sk", "sk")
-                .expression_attribute_names("#exp", "expires_at")
-                .expression_attribute_names("#claimed", "claimed")
-                .expression_attribute_names("#erased", "erased")
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(store_error)?;
-            keys.extend(out.items().iter().cloned());
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        let mut keys = self
+            .query_all(pk, None, &["pk", "sk", "expires_at", "claimed", "erased"])
+            .await?;
         let mut count = 0;
         // Deliveries first, the events' tombstones last: an erasure interrupted in between leaves
         // live events, which the next run finds (it looks for events) and finishes.
-        let is_event =
-            |i: &Item| matches!(get_s(i, "sk").and_then(parse_sk), Some((_, SortKey::Event)));
-        keys.sort_by_key(|i| is_event(i));
+        keys.sort_by_key(is_event_item);
         for item in &keys {
             let (Some(pk_v), Some(sk_v)) = (item.get("pk"), item.get("sk")) else {
                 continue;
             };
-            if is_event(item) {
+            if is_event_item(item) {
                 if item.contains_key("erased") {
                     continue;
                 }
