@@ -21,11 +21,7 @@ impl<Q: IngestQueue> Intake<Q> {
                     .map_err(|_| ParseError("body is not valid UTF-8".into()))?;
                 let verified_jwt = jwt.verify(token).await?;
                 verified.push(verified_jwt.check);
-                let data = verified_jwt
-                    .claims
-                    .get("data")
-                    .filter(|d| d.is_object())
-                    .ok_or_else(|| ParseError("JWT has no `data` object claim".into()))?;
+                let data = crate::verification::jwt::data_claim(&verified_jwt.claims)?;
                 if let Some(sub) = verified_jwt.claims.get("sub")
                     && data.get("eventId") != Some(sub)
                 {

@@ -155,12 +155,17 @@ pub fn unverified_event(token: &str) -> Result<Value, crate::provider::ParseErro
     let claims = strict_claims(token.trim()).map_err(|_| {
         crate::provider::ParseError("body is neither JSON nor a compact JWT".into())
     })?;
-    match claims.get("data") {
-        Some(data) if data.is_object() => Ok(data.clone()),
-        _ => Err(crate::provider::ParseError(
-            "JWT has no `data` object claim".into(),
-        )),
-    }
+    data_claim(&claims).cloned()
+}
+
+/// The event an IDnow JWT carries: its `data` claim, which must be an object.
+pub(crate) fn data_claim(
+    claims: &Map<String, Value>,
+) -> Result<&Value, crate::provider::ParseError> {
+    claims
+        .get("data")
+        .filter(|d| d.is_object())
+        .ok_or_else(|| crate::provider::ParseError("JWT has no `data` object claim".into()))
 }
 
 /// `iss` must be a string equal to `issuer`. jsonwebtoken also accepts an array that contains it
