@@ -143,6 +143,66 @@ pub enum ClientAuth {
     Body,
 }
 
+/// The `tls` field as written in the document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSpec {
+    #[serde(default)]
+    ca_pem: Option<String>,
+    #[serde(default)]
+    ca_ssm: Option<String>,
+    #[serde(default = "yes")]
+    public_roots: bool,
+    #[serde(default)]
+    client_certificate: Option<ClientCertificateSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientCertificateSpec {
+    #[serde(default)]
+    cert_pem: Option<String>,
+    #[serde(default)]
+    cert_ssm: Option<String>,
+    /// Only by SSM name: a private key never appears in the document (nor in a log).
+    key_ssm: String,
+}
+
+/// A destination's validated TLS settings (HTTPS only): its own trust anchors and, for mTLS, the
+/// client certificate presented on every connection to it and to its token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// A PEM bundle of the CA certificates its server certificate may chain to.
+    pub ca: Option<Secret>,
+    /// Whether the public roots are trusted besides `ca` (default `true`).
+    pub public_roots: bool,
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// A client certificate chain (PEM, end entity first) and the SSM name of its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub cert: Secret,
+    pub key_ssm: String,
+}
+
+impl TlsSettings {
+    /// SSM parameter names this destination's TLS settings are read from.
+    fn ssm_names(&self) -> impl Iterator<Item = &str> {
+        let client = self.client_certificate.as_ref();
+        self.ca
+            .as_ref()
+            .and_then(Secret::ssm_name)
+            .into_iter()
+            .chain(client.and_then(|c| c.cert.ssm_name()))
+            .chain(client.map(|c| c.key_ssm.as_str()))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDestination {
@@ -161,6 +221,8 @@ struct RawDestination {
     timeout_ms: Option<u64>,
     #[serde(default)]
     auth: Option<AuthSpec>,
+    #[serde(default)]
+    tls: Option<TlsSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +242,7 @@ pub struct Destination {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub timeout_ms: Option<u64>,
     pub auth: Option<Auth>,
+    pub tls: Option<TlsSettings>,
 }
 
 impl Destination {
@@ -198,13 +261,73 @@ impl Destination {
         let secrets: Vec<&Secret> = match &self.auth {
             Some(Auth::StandardWebhooks { secrets }) => secrets.iter().collect(),
             Some(Auth::Oauth2ClientCredentials { client_secret, .. }) => vec![client_secret],
-            None => return vec![],
+            None => vec![],
         };
         secrets
             .into_iter()
-            .filter_map(|s| s.ssm_name().map(str::to_string))
+            .filter_map(|s| s.ssm_name())
+            .chain(self.tls.iter().flat_map(TlsSettings::ssm_names))
+            .map(str::to_string)
             .collect()
     }
+}
+
+/// Validates a `tls` field: PEM given inline must parse; `public_roots: false` needs a CA.
+fn tls_settings(
+    spec: TlsSpec,
+    url: &reqwest::Url,
+    err: impl Fn(&str, String) -> ConfigError,
+) -> Result<TlsSettings, ConfigError> {
+    if url.scheme() != "https" {
+        return Err(err("tls", "applies to https URLs only".into()));
+    }
+    // A PEM document given inline (checked now) or by SSM name (checked at cold start).
+    let pem =
+        |field: &str, names: &str, plain: Option<String>, ssm: Option<String>| match (plain, ssm) {
+            (Some(text), None) => {
+                crate::tls::parse_certificates(&text).map_err(|m| err(field, m))?;
+                Ok(Some(Secret::Plain(text)))
+            }
+            (None, Some(name)) => Ok(Some(Secret::Ssm(name))),
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(err(field, format!("set at most one of {names}"))),
+        };
+    let ca = pem("tls.ca", "ca_pem and ca_ssm", spec.ca_pem, spec.ca_ssm)?;
+    if !spec.public_roots && ca.is_none() {
+        return Err(err(
+            "tls.public_roots",
+            "false needs the destination's CA (ca_pem or ca_ssm)".into(),
+        ));
+    }
+    let client_certificate = match spec.client_certificate {
+        None => None,
+        Some(c) => {
+            if c.key_ssm.trim().is_empty() {
+                return Err(err(
+                    "tls.client_certificate.key_ssm",
+                    "must name an SSM parameter".into(),
+                ));
+            }
+            let field = "tls.client_certificate";
+            let cert = pem(field, "cert_pem and cert_ssm", c.cert_pem, c.cert_ssm)?
+                .ok_or_else(|| err(field, "set one of cert_pem and cert_ssm".into()))?;
+            Some(ClientCertificate {
+                cert,
+                key_ssm: c.key_ssm,
+            })
+        }
+    };
+    if ca.is_none() && client_certificate.is_none() {
+        return Err(err(
+            "tls",
+            "set a CA (ca_pem or ca_ssm), a client_certificate, or both".into(),
+        ));
+    }
+    Ok(TlsSettings {
+        ca,
+        public_roots: spec.public_roots,
+        client_certificate,
+    })
 }
 
 /// Headers the relay sets itself; a destination may not override them.
@@ -382,6 +505,10 @@ impl Destinations {
                     client_auth,
                 }),
             };
+            let tls = raw
+                .tls
+                .map(|spec| tls_settings(spec, &url, |field, m| err(at(field), m)))
+                .transpose()?;
             list.push(Destination {
                 id: raw.id,
                 url,
@@ -392,6 +519,7 @@ impl Destinations {
                 headers,
                 timeout_ms: raw.timeout_ms,
                 auth,
+                tls,
             });
         }
         Ok(Self { list })
@@ -590,6 +718,102 @@ mod tests {
             OutboundPolicy::local(),
         );
         assert!(local.is_ok(), "http to loopback with the local switch");
+    }
+
+    /// A real CA certificate (the first of the machine's bundle) as inline PEM.
+    fn some_ca_pem() -> String {
+        let bundle = crate::tls::BUNDLES
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .expect("a CA bundle on the test machine");
+        let end = "-----END CERTIFICATE-----\n";
+        bundle[bundle.find("-----BEGIN CERTIFICATE-----").unwrap()..]
+            .split_inclusive(end)
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn tls_settings_are_validated_and_name_their_ssm_parameters() {
+        let ca = some_ca_pem();
+        let with = |tls: serde_json::Value| {
+            doc(
+                json!({"id": "bank", "url": "https://bank.example/hook", "retry_policy": "idnow", "tls": tls}),
+            )
+        };
+        let ok = with(json!({"ca_ssm": "/kyc/bank/ca", "public_roots": false,
+            "client_certificate": {"cert_ssm": "/kyc/bank/cert", "key_ssm": "/kyc/bank/key"}}))
+        .unwrap();
+        assert_eq!(
+            ok.ssm_secret_names(),
+            ["/kyc/bank/ca", "/kyc/bank/cert", "/kyc/bank/key"]
+        );
+        let tls = ok.get("bank").unwrap().tls.clone().unwrap();
+        assert!(!tls.public_roots);
+        let inline = with(json!({"ca_pem": ca})).unwrap();
+        assert!(
+            inline
+                .get("bank")
+                .unwrap()
+                .tls
+                .as_ref()
+                .unwrap()
+                .public_roots
+        );
+        assert!(inline.ssm_secret_names().is_empty());
+
+        let cases = [
+            (json!({}), "destinations[0].tls", "set a CA"),
+            (
+                json!({"public_roots": false}),
+                "destinations[0].tls.public_roots",
+                "needs the destination's CA",
+            ),
+            (
+                json!({"ca_pem": ca, "ca_ssm": "/x"}),
+                "destinations[0].tls.ca",
+                "at most one",
+            ),
+            (
+                json!({"ca_pem": "not a certificate"}),
+                "destinations[0].tls.ca",
+                "no PEM certificate",
+            ),
+            (
+                json!({"ca_pem": "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"}),
+                "destinations[0].tls.ca",
+                "not a valid X.509 certificate",
+            ),
+            (
+                json!({"client_certificate": {"key_ssm": "/k"}}),
+                "destinations[0].tls.client_certificate",
+                "set one of cert_pem and cert_ssm",
+            ),
+            (
+                json!({"client_certificate": {"cert_ssm": "/c", "key_ssm": " "}}),
+                "destinations[0].tls.client_certificate.key_ssm",
+                "must name",
+            ),
+        ];
+        for (tls, var, message) in cases {
+            let e = with(tls.clone()).unwrap_err();
+            assert_eq!(e.var, var, "{tls}: {e}");
+            assert!(e.message.contains(message), "{tls}: {e}");
+        }
+        // A private key is never accepted in the document, only by SSM name.
+        let e = with(json!({"client_certificate": {"cert_ssm": "/c", "key_pem": "-----BEGIN PRIVATE KEY-----"}}))
+            .unwrap_err();
+        assert!(e.message.contains("unknown field `key_pem`"), "{e}");
+        assert!(!e.message.contains("BEGIN PRIVATE KEY"), "{e}");
+        // TLS settings need an https URL (plain http to loopback is for local runs only).
+        let e = Destinations::parse_with(
+            &json!({"destinations": [{"id": "a", "url": "http://127.0.0.1:9/x", "retry_policy": "idnow", "tls": {"ca_pem": ca}}]})
+                .to_string(),
+            OutboundPolicy::local(),
+        )
+        .unwrap_err();
+        assert_eq!(e.var, "destinations[0].tls", "{e}");
     }
 
     #[test]

@@ -96,10 +96,19 @@ impl Resolve for GuardedResolver {
 }
 
 pub fn build(connect_timeout: Duration, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    // Roots loaded on the first handshake, shared with the SDK (`crate::tls`); reqwest's own
+    // rustls set-up loads the platform store (bundle and directory) when the client is built.
+    build_with(connect_timeout, timeout, crate::tls::client_config())
+}
+
+/// [`build`] with a given TLS configuration (a destination's CA and client certificate).
+pub fn build_with(
+    connect_timeout: Duration,
+    timeout: Duration,
+    tls: rustls::ClientConfig,
+) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
-        // Roots loaded on the first handshake, shared with the SDK (`crate::tls`); reqwest's own
-        // rustls set-up loads the platform store (bundle and directory) when the client is built.
-        .tls_backend_preconfigured(crate::tls::client_config())
+        .tls_backend_preconfigured(tls)
         .connect_timeout(connect_timeout)
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())

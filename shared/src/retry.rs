@@ -66,6 +66,9 @@ pub enum AttemptOutcome {
     TokenError(String),
     /// The request could not be made at all (e.g. the destination resolves to a forbidden address).
     Refused(String),
+    /// The TLS handshake failed on a certificate (the server's is not trusted, or the server
+    /// refused ours): a configuration fault that no retry mends, so not retried.
+    Tls(String),
 }
 
 impl AttemptOutcome {
@@ -78,6 +81,7 @@ impl AttemptOutcome {
             AttemptOutcome::ConnectError => "connect_error".into(),
             AttemptOutcome::TokenError(why) => format!("token_error: {why}"),
             AttemptOutcome::Refused(why) => format!("refused: {why}"),
+            AttemptOutcome::Tls(why) => format!("tls: {why}"),
         };
         if text.len() > MAX_OUTCOME_BYTES {
             let mut end = MAX_OUTCOME_BYTES;
@@ -187,7 +191,7 @@ impl RetryPolicy {
             AttemptOutcome::Timeout
             | AttemptOutcome::ConnectError
             | AttemptOutcome::TokenError(_) => true,
-            AttemptOutcome::Refused(_) => false,
+            AttemptOutcome::Refused(_) | AttemptOutcome::Tls(_) => false,
             AttemptOutcome::Response { status, .. } => {
                 *status == 429
                     || match &self.retry_on {
@@ -446,6 +450,19 @@ mod tests {
             p.verdict(11, &AttemptOutcome::Timeout),
             Verdict::GiveUp(_)
         ));
+    }
+
+    #[test]
+    fn a_certificate_fault_is_not_retried_under_any_policy() {
+        let tls = AttemptOutcome::Tls("client cert refused: required".into());
+        for p in [RetryPolicy::idnow(), RetryPolicy::incode()] {
+            assert!(
+                matches!(p.verdict(1, &tls), Verdict::GiveUp(_)),
+                "{}",
+                p.name
+            );
+        }
+        assert_eq!(tls.describe(), "tls: client cert refused: required");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -150,29 +150,102 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// A rustls client configuration (TLS 1.3 as the workspace's rustls features allow, ALPN
 /// `http/1.1`) whose certificate verifier loads the roots on the first handshake.
 pub fn client_config() -> rustls::ClientConfig {
+    destination_config(Trust::default(), None).expect("public roots and no client certificate")
+}
+
+/// Which certificates a destination's server certificate may chain to.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// The destination's own CA bundle (a private CA), if any.
+    pub extra: Vec<CertificateDer<'static>>,
+    /// Whether the public roots ([`roots`]) are trusted as well. `false` needs `extra`.
+    pub private_only: bool,
+}
+
+/// A client certificate chain (end entity first) and its private key.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// The rustls configuration of one destination: its trust anchors and, for mTLS, the identity
+/// presented on every connection. Errors name what is wrong without quoting key material.
+pub fn destination_config(
+    trust: Trust,
+    identity: Option<Identity>,
+) -> Result<rustls::ClientConfig, String> {
+    if trust.private_only && trust.extra.is_empty() {
+        return Err("trusting only a private CA needs its certificate".into());
+    }
     let provider = provider();
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("the provider supports the default protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(DeferredVerifier::new(provider)))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(DeferredVerifier::with_trust(provider, trust)));
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        // Checks that the key is usable and that it belongs to the certificate.
+        Some(Identity { chain, key }) => {
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| match e {
+                    rustls::Error::InconsistentKeys(_) => {
+                        "the private key does not belong to the certificate".to_string()
+                    }
+                    other => format!("unusable client certificate or key: {other}"),
+                })?
+        }
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config
+    Ok(config)
 }
 
-/// rustls' WebPKI verifier over [`roots`], built on first use. Signature checks of the handshake
-/// need no roots and are answered at once, exactly as `WebPkiServerVerifier` answers them.
+/// The certificates of a PEM document: at least one, and every `CERTIFICATE` block well-formed.
+pub fn parse_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "not a PEM certificate bundle".to_string())?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    // A trust anchor rustls cannot use would only fail at the first handshake: refuse it here.
+    for (i, cert) in certs.iter().enumerate() {
+        webpki_anchor(cert)
+            .map_err(|_| format!("certificate {} is not a valid X.509 certificate", i + 1))?;
+    }
+    Ok(certs)
+}
+
+fn webpki_anchor(cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    RootCertStore::empty().add(cert.clone().into_owned())
+}
+
+/// A PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC). The error never quotes the input.
+pub fn parse_private_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|_| "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)".to_string())
+}
+
+/// rustls' WebPKI verifier over [`roots`] (and a destination's own CA), built on first use.
+/// Signature checks of the handshake need no roots and are answered at once, exactly as
+/// `WebPkiServerVerifier` answers them.
 #[derive(Debug)]
 pub struct DeferredVerifier {
     provider: Arc<CryptoProvider>,
+    trust: Trust,
     inner: OnceLock<Result<Arc<WebPkiServerVerifier>, String>>,
 }
 
 impl DeferredVerifier {
     pub fn new(provider: Arc<CryptoProvider>) -> Self {
+        Self::with_trust(provider, Trust::default())
+    }
+
+    pub fn with_trust(provider: Arc<CryptoProvider>, trust: Trust) -> Self {
         Self {
             provider,
+            trust,
             inner: OnceLock::new(),
         }
     }
@@ -180,12 +253,23 @@ impl DeferredVerifier {
     fn inner(&self) -> Result<&Arc<WebPkiServerVerifier>, rustls::Error> {
         self.inner
             .get_or_init(|| {
-                WebPkiServerVerifier::builder_with_provider(
-                    roots().store.clone(),
-                    self.provider.clone(),
-                )
-                .build()
-                .map_err(|e| e.to_string())
+                let store = if self.trust.extra.is_empty() {
+                    roots().store.clone()
+                } else {
+                    // A private CA: the public roots are loaded (once per process) only when
+                    // trusted as well.
+                    let mut store = if self.trust.private_only {
+                        RootCertStore::empty()
+                    } else {
+                        (*roots().store).clone()
+                    };
+                    // Every one was checked when the document was read (`parse_certificates`).
+                    store.add_parsable_certificates(self.trust.extra.iter().cloned());
+                    Arc::new(store)
+                };
+                WebPkiServerVerifier::builder_with_provider(store, self.provider.clone())
+                    .build()
+                    .map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|e| rustls::Error::General(format!("no trusted root certificates: {e}")))

@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod lanes;
 pub mod peer;
 pub mod runtime_api;
+pub mod tls_peer;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use kyc_relay::config::Env;
@@ -455,22 +456,27 @@ pub async fn dispatcher_with<Q: kyc_relay::delivery::DeliveryQueue>(
     clock: std::sync::Arc<dyn kyc_relay::clock::Clock>,
     settings: kyc_relay::dispatch::DispatcherSettings,
 ) -> TestDispatcher<Q> {
-    let no_ssm: Option<&kyc_relay::aws::ssm::SsmSecrets> = None;
     let destinations = kyc_relay::destination::Destinations::parse_with(
         destinations,
         kyc_relay::config::OutboundPolicy::local(),
     )
     .expect("valid destinations");
+    // Secrets, CA bundles and client keys named by SSM parameter come from the emulator's SSM, as
+    // the dispatcher's cold start reads them.
+    let ssm = kyc_relay::aws::ssm::SsmSecrets::new(&aws.sdk);
     let vault =
-        kyc_relay::dispatch::credentials::Vault::resolve(&destinations, no_ssm, clock.clone())
+        kyc_relay::dispatch::credentials::Vault::resolve(&destinations, Some(&ssm), clock.clone())
             .await
             .expect("secrets");
     kyc_relay::dispatch::Dispatcher::new(
         records(aws, clock.clone()),
         queue,
-        kyc_relay::dispatch::transport::HttpTransport(
-            kyc_relay::http_client::build(Duration::from_secs(2), Duration::from_secs(5)).unwrap(),
-        ),
+        kyc_relay::dispatch::transport::HttpTransport::build(
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            &vault,
+        )
+        .unwrap(),
         destinations,
         vault,
         settings,

@@ -134,7 +134,7 @@ async fn one_webhook_with_one_destination_costs_2_write_units_and_a_duplicate_on
             Some(aws.get("RETRY_QUEUE_URL").into()),
             Some(aws.get("DELIVERY_DLQ_URL").into()),
         ),
-        HttpTransport(http),
+        HttpTransport::new(http),
         parsed,
         vault,
         DispatcherSettings::default(),

@@ -33,10 +33,13 @@ async fn init() -> Result<(Relay, String), Error> {
         )
         .into());
     }
-    let http =
-        kyc_relay::http_client::build(Duration::from_millis(connect_ms), settings.default_timeout)?;
     let clock = Arc::new(SystemClock);
     let vault = Vault::resolve(&destinations, Some(&ssm), clock.clone()).await?;
+    let transport = HttpTransport::build(
+        Duration::from_millis(connect_ms),
+        settings.default_timeout,
+        &vault,
+    )?;
     let retry_url = env.require("RETRY_QUEUE_URL")?.to_string();
     let retry_queue = sqs_event::queue_name(&retry_url).to_string();
     let queue = SqsDeliveryQueue::new(
@@ -50,7 +53,7 @@ async fn init() -> Result<(Relay, String), Error> {
         Dispatcher::new(
             store,
             queue,
-            HttpTransport(http),
+            transport,
             destinations,
             vault,
             settings,

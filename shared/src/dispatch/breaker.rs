@@ -64,7 +64,9 @@ pub fn counts_as_failure(outcome: &AttemptOutcome) -> bool {
         AttemptOutcome::Timeout | AttemptOutcome::ConnectError | AttemptOutcome::TokenError(_) => {
             true
         }
-        AttemptOutcome::Refused(_) => false,
+        // A certificate fault is the configuration's, like a refused request: pausing would hold
+        // every job until someone fixes it, and the DLQ (with its alarm) says so at once.
+        AttemptOutcome::Refused(_) | AttemptOutcome::Tls(_) => false,
         AttemptOutcome::Response { status, .. } => {
             *status >= 500 || *status == 408 || *status == 429
         }
@@ -221,6 +223,7 @@ mod tests {
             response(404),
             response(410),
             AttemptOutcome::Refused("x".into()),
+            AttemptOutcome::Tls("server cert expired".into()),
         ] {
             assert!(!counts_as_failure(&o), "{o:?}");
         }

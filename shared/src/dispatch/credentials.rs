@@ -9,7 +9,7 @@
 use super::transport::{Post, Transport, TransportError};
 use crate::clock::Clock;
 use crate::config::{ConfigError, SecretSource};
-use crate::destination::{Auth, ClientAuth, Destinations, Secret};
+use crate::destination::{Auth, ClientAuth, Destinations, Secret, TlsSettings};
 use crate::signing::{Signer, SigningSecret};
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
@@ -48,6 +48,9 @@ pub struct TokenError(pub String);
 
 pub struct Vault {
     credentials: HashMap<String, Credentials>,
+    /// The rustls configuration of each destination with `tls` settings (its CA, its client
+    /// certificate and key), for the transport's per-destination clients.
+    tls: HashMap<String, rustls::ClientConfig>,
     tokens: HashMap<String, tokio::sync::Mutex<TokenSlot>>,
     clock: Arc<dyn Clock>,
 }
@@ -70,12 +73,12 @@ impl Vault {
                 ));
             }
         };
-        let secret = |id: &str, secret: &Secret| -> Result<String, ConfigError> {
+        let secret = |id: &str, field: &str, secret: &Secret| -> Result<String, ConfigError> {
             match secret {
                 Secret::Plain(v) => Ok(v.clone()),
                 Secret::Ssm(name) => fetched.get(name).cloned().ok_or_else(|| {
                     ConfigError::new(
-                        format!("destinations[{id}].auth"),
+                        format!("destinations[{id}].{field}"),
                         format!("SSM parameter {name} not found"),
                     )
                 }),
@@ -91,7 +94,7 @@ impl Vault {
                         secrets
                             .iter()
                             .map(|s| {
-                                SigningSecret::parse(&secret(&d.id, s)?).map_err(|m| {
+                                SigningSecret::parse(&secret(&d.id, "auth", s)?).map_err(|m| {
                                     ConfigError::new(
                                         format!("destinations[{}].auth.secret", d.id),
                                         m,
@@ -114,7 +117,7 @@ impl Vault {
                     oauth: Some(OAuthClient {
                         token_url: token_url.clone(),
                         client_id: client_id.clone(),
-                        client_secret: secret(&d.id, client_secret)?,
+                        client_secret: secret(&d.id, "auth", client_secret)?,
                         scope: scope.clone(),
                         audience: audience.clone(),
                         client_auth: *client_auth,
@@ -123,15 +126,27 @@ impl Vault {
             };
             credentials.insert(d.id.clone(), creds);
         }
+        let mut tls = HashMap::new();
+        for d in destinations.iter() {
+            if let Some(settings) = &d.tls {
+                tls.insert(d.id.clone(), tls_config(&d.id, settings, &secret)?);
+            }
+        }
         let tokens = destinations
             .iter()
             .map(|d| (d.id.clone(), tokio::sync::Mutex::new(TokenSlot::default())))
             .collect();
         Ok(Self {
             credentials,
+            tls,
             tokens,
             clock,
         })
+    }
+
+    /// The destinations with their own TLS configuration.
+    pub fn tls_configs(&self) -> impl Iterator<Item = (&str, &rustls::ClientConfig)> {
+        self.tls.iter().map(|(id, c)| (id.as_str(), c))
     }
 
     pub(crate) fn get(&self, destination: &str) -> Option<&Credentials> {
@@ -171,7 +186,7 @@ impl Vault {
         {
             return Err(TokenError(why.clone()));
         }
-        match fetch(transport, client, timeout).await {
+        match fetch(transport, destination, client, timeout).await {
             Ok((token, lifetime_ms)) => {
                 // Refresh a minute early (or at half-life for short-lived tokens).
                 let margin = (lifetime_ms / 2).min(60_000);
@@ -190,8 +205,49 @@ impl Vault {
     }
 }
 
+/// A destination's rustls configuration from its resolved PEM documents. Errors name the field and
+/// the SSM parameter, never the content.
+fn tls_config(
+    id: &str,
+    settings: &TlsSettings,
+    secret: &impl Fn(&str, &str, &Secret) -> Result<String, ConfigError>,
+) -> Result<rustls::ClientConfig, ConfigError> {
+    let err = |field: &str, m: String| ConfigError::new(format!("destinations[{id}].{field}"), m);
+    let source = |s: &Secret| match s {
+        Secret::Ssm(name) => format!("SSM parameter {name} "),
+        Secret::Plain(_) => String::new(),
+    };
+    let extra = match &settings.ca {
+        None => Vec::new(),
+        Some(ca) => crate::tls::parse_certificates(&secret(id, "tls.ca", ca)?)
+            .map_err(|m| err("tls.ca", format!("{}{m}", source(ca))))?,
+    };
+    let identity = match &settings.client_certificate {
+        None => None,
+        Some(c) => {
+            let field = "tls.client_certificate";
+            let chain = crate::tls::parse_certificates(&secret(id, field, &c.cert)?)
+                .map_err(|m| err(field, format!("{}{m}", source(&c.cert))))?;
+            let key = Secret::Ssm(c.key_ssm.clone());
+            let key_pem = secret(id, field, &key)?;
+            let key = crate::tls::parse_private_key(&key_pem)
+                .map_err(|m| err(field, format!("{}{m}", source(&key))))?;
+            Some(crate::tls::Identity { chain, key })
+        }
+    };
+    crate::tls::destination_config(
+        crate::tls::Trust {
+            extra,
+            private_only: !settings.public_roots,
+        },
+        identity,
+    )
+    .map_err(|m| err("tls", m))
+}
+
 async fn fetch(
     transport: &impl Transport,
+    destination: &str,
     client: &OAuthClient,
     timeout: Duration,
 ) -> Result<(String, u64), TokenError> {
@@ -230,6 +286,7 @@ async fn fetch(
         .map_err(|_| TokenError("cannot encode the token request".into()))?;
     let reply = transport
         .post(Post {
+            destination: destination.to_string(),
             url: client.token_url.clone(),
             headers,
             body: body.into_bytes(),
@@ -242,6 +299,7 @@ async fn fetch(
                 TransportError::Timeout => "token endpoint timeout".into(),
                 TransportError::Refused(why) => format!("token endpoint refused: {why}"),
                 TransportError::Connect => "token endpoint unreachable".into(),
+                TransportError::Tls(why) => format!("token endpoint tls: {why}"),
             })
         })?;
     if !(200..300).contains(&reply.status) {

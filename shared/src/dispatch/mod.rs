@@ -891,6 +891,7 @@ where
             let outcome = match self
                 .transport
                 .post(Post {
+                    destination: destination.id.clone(),
                     url: destination.url.clone(),
                     headers,
                     body: body.clone(),
@@ -909,6 +910,7 @@ where
                 Err(TransportError::Timeout) => AttemptOutcome::Timeout,
                 Err(TransportError::Connect) => AttemptOutcome::ConnectError,
                 Err(TransportError::Refused(why)) => AttemptOutcome::Refused(why),
+                Err(TransportError::Tls(why)) => AttemptOutcome::Tls(why),
             };
             if refused.is_none()
                 && outcome.status() == Some(401)

@@ -3,9 +3,10 @@
 //! ([`HttpTransport`], reqwest with the guarded resolver of `http_client`) against real servers on
 //! 127.0.0.1 (`tests/tests/dispatcher.rs`).
 
+use super::credentials::Vault;
 use http::{HeaderName, HeaderValue};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Responses are read up to this size (a token endpoint's JSON; a destination's body is read only
@@ -14,6 +15,8 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Post {
+    /// The destination the request is for (its TLS settings apply, also to its token endpoint).
+    pub destination: String,
     pub url: reqwest::Url,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Vec<u8>,
@@ -41,6 +44,11 @@ pub enum TransportError {
     /// Never attempted: the host resolves only to forbidden addresses.
     #[error("refused: {0}")]
     Refused(String),
+    /// The TLS handshake failed on a certificate: the server's does not chain to a trusted root,
+    /// or the server refused ours (or wanted one). A configuration fault on one side, not an
+    /// outage: a retry cannot succeed until someone changes a certificate.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 pub trait Transport: Send + Sync {
@@ -53,13 +61,58 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
     }
 }
 
-/// reqwest, built by `http_client::build` (no redirects, no proxies, forbidden addresses refused).
+/// reqwest, built by `http_client::build` (no redirects, no proxies, forbidden addresses refused):
+/// one client for the destinations on the public roots, and one per destination with its own TLS
+/// settings (private CA, client certificate), which serves its token endpoint too.
 #[derive(Clone)]
-pub struct HttpTransport(pub reqwest::Client);
+pub struct HttpTransport {
+    default: reqwest::Client,
+    by_destination: Arc<HashMap<String, reqwest::Client>>,
+}
+
+impl HttpTransport {
+    /// One client for every destination.
+    pub fn new(default: reqwest::Client) -> Self {
+        Self {
+            default,
+            by_destination: Arc::default(),
+        }
+    }
+
+    /// The shared client plus a client per destination with TLS settings (from the vault, which
+    /// resolved their certificates and keys), all with the same timeouts.
+    pub fn build(
+        connect_timeout: Duration,
+        timeout: Duration,
+        vault: &Vault,
+    ) -> reqwest::Result<Self> {
+        let default = crate::http_client::build(connect_timeout, timeout)?;
+        let by_destination = vault
+            .tls_configs()
+            .map(|(id, config)| {
+                crate::http_client::build_with(connect_timeout, timeout, config.clone())
+                    .map(|client| (id.to_string(), client))
+            })
+            .collect::<reqwest::Result<_>>()?;
+        Ok(Self {
+            default,
+            by_destination: Arc::new(by_destination),
+        })
+    }
+
+    fn client(&self, destination: &str) -> &reqwest::Client {
+        self.by_destination
+            .get(destination)
+            .unwrap_or(&self.default)
+    }
+}
 
 impl Transport for HttpTransport {
     async fn post(&self, post: Post) -> Result<Reply, TransportError> {
-        let mut request = self.0.post(post.url).timeout(post.timeout);
+        let mut request = self
+            .client(&post.destination)
+            .post(post.url)
+            .timeout(post.timeout);
         for (name, value) in post.headers {
             request = request.header(name, value);
         }
@@ -95,12 +148,64 @@ fn classify(e: reqwest::Error) -> TransportError {
         if let Some(forbidden) = err.downcast_ref::<crate::http_client::ForbiddenAddress>() {
             return TransportError::Refused(forbidden.to_string());
         }
-        source = err.source();
+        if let Some(why) = err
+            .downcast_ref::<rustls::Error>()
+            .and_then(certificate_fault)
+        {
+            return TransportError::Tls(why);
+        }
+        // rustls' error travels inside an `io::Error`, whose `source()` skips the error it wraps.
+        source = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     if e.is_timeout() {
         TransportError::Timeout
     } else {
         TransportError::Connect
+    }
+}
+
+/// The certificate faults among rustls' errors, described briefly (the attempt history keeps 48
+/// bytes, `tls: ` included). Other TLS errors (a reset mid-handshake, a protocol error) stay
+/// connection errors.
+fn certificate_fault(e: &rustls::Error) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    use rustls::CertificateError as Cert;
+    let server = |why: &str| Some(format!("server cert {why}"));
+    match e {
+        rustls::Error::InvalidCertificate(why) => match why {
+            Cert::UnknownIssuer => server("not trusted (unknown issuer)"),
+            Cert::Expired | Cert::ExpiredContext { .. } => server("expired"),
+            Cert::NotValidYet | Cert::NotValidYetContext { .. } => server("not yet valid"),
+            Cert::Revoked => server("revoked"),
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
+                server("not valid for the host")
+            }
+            Cert::BadSignature | Cert::UnsupportedSignatureAlgorithmContext { .. } => {
+                server("badly signed")
+            }
+            _ => server("invalid"),
+        },
+        rustls::Error::NoCertificatesPresented => server("missing"),
+        rustls::Error::AlertReceived(alert) => {
+            let why = match alert {
+                Alert::CertificateRequired => "required",
+                Alert::UnknownCA => "unknown_ca",
+                Alert::BadCertificate => "bad_certificate",
+                Alert::CertificateUnknown => "certificate_unknown",
+                Alert::CertificateExpired => "expired",
+                Alert::CertificateRevoked => "revoked",
+                Alert::UnsupportedCertificate => "unsupported",
+                Alert::AccessDenied => "access_denied",
+                _ => return None,
+            };
+            Some(format!("client cert refused: {why}"))
+        }
+        _ => None,
     }
 }
 
