@@ -33,6 +33,20 @@ PRICES = {
     "sqs_standard_per_million": 0.40,  # after the first 1 M/month
     "s3_put_per_thousand": 0.005,  # S3 Standard PUT/COPY/POST/LIST
     "s3_standard_gb_month": 0.023,  # first 50 TB/month
+    # AWS-native destinations: the target's own request charge per delivery (per 64 KB chunk).
+    "sqs_fifo_per_million": 0.50,
+    "sns_publish_per_million": 0.50,
+    "eventbridge_custom_event_per_million": 1.00,
+}
+
+# What one delivery costs at the target besides the relay's own calls (which are the same for every
+# kind: the attempt is one Lambda share, one Query and one UpdateItem), per 64 KB of body.
+DESTINATION_KINDS = {
+    "https": 0.0,
+    "sqs (standard)": PRICES["sqs_standard_per_million"],
+    "sqs (FIFO)": PRICES["sqs_fifo_per_million"],
+    "sns": PRICES["sns_publish_per_million"],
+    "eventbridge": PRICES["eventbridge_custom_event_per_million"],
 }
 
 # Measured by tests/tests/cost.rs (asserted there as upper bounds).
@@ -114,6 +128,10 @@ def main() -> int:
     for name, usd in archive:
         print(f"  {name:<66} ${usd:7.3f}")
     print(f"  {'total with the archive':<66} ${base + puts + storage:7.3f}")
+    print("per million deliveries to each destination kind, added at the target (bodies under 64 KB;")
+    print("  SNS and EventBridge delivery onwards to their subscribers and rules is billed there):")
+    for kind, usd in DESTINATION_KINDS.items():
+        print(f"  {kind:<66} ${usd:7.3f}")
     return 0
 
 

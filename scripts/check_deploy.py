@@ -14,7 +14,7 @@ unless --allow-unverified names them), never passed silently.
 
 Also checked: the stack's set of resources (nothing missing, nothing extra, every one *_COMPLETE),
 its parameters and its outputs; and least privilege: no IAM role of the stack has a statement (inline
-or in an attached managed policy) that allows an SQS, DynamoDB, S3 or KMS action on Resource "*".
+or in an attached managed policy) that allows an SQS, SNS, EventBridge, DynamoDB, S3 or KMS action on Resource "*".
 
 Comparison rules: the template's properties must be present with equal values; the deployed side may
 hold more (service defaults), except Environment.Variables, which must match exactly. Numbers and
@@ -864,12 +864,13 @@ UNTYPED_PATHS = ("Environment", "Tags", "StageVariables", "Dimensions", "Body", 
 
 # Data-plane services whose permissions must name their resources: a statement that allows any of
 # their actions on Resource "*" reaches other applications' queues, tables, buckets and keys.
-SCOPED_SERVICES = ("sqs:", "dynamodb:", "s3:", "kms:")
+SCOPED_SERVICES = ("sqs:", "dynamodb:", "s3:", "kms:", "sns:", "events:")
 # AWS managed policies that grant such actions on "*" (their documents are AWS's and an emulator may
 # not hold them), and those known to grant none (logs, X-Ray, VPC network interfaces).
 AWS_MANAGED_WIDE = {"AWSLambdaSQSQueueExecutionRole", "AWSLambdaDynamoDBExecutionRole", "AmazonSQSFullAccess",
                     "AmazonSQSReadOnlyAccess", "AmazonDynamoDBFullAccess", "AmazonDynamoDBReadOnlyAccess",
                     "AmazonS3FullAccess", "AmazonS3ReadOnlyAccess", "AWSKeyManagementServicePowerUser",
+                    "AmazonSNSFullAccess", "AmazonEventBridgeFullAccess",
                     "AWSLambdaExecute", "PowerUserAccess", "AdministratorAccess"}
 AWS_MANAGED_NARROW = {"AWSLambdaBasicExecutionRole", "AWSXRayDaemonWriteAccess", "AWSXrayWriteOnlyAccess", "AWSLambdaVPCAccessExecutionRole",
                       "AWSLambdaENIManagementAccess"}
@@ -881,11 +882,14 @@ def _as_list(v) -> list:
 
 # A resource that names every resource of its kind: "*", or an ARN whose resource part is a wildcard
 # (every queue, table, bucket or key of an account or region).
-WIDE_ARN = re.compile(r"^arn:[^:]+:(sqs|dynamodb|kms):[^:]*:[^:]*:(\*|table/\*|key/\*|alias/\*)$|^arn:[^:]+:s3:::\*")
+WIDE_ARN = re.compile(
+    r"^arn:[^:]+:(sqs|dynamodb|kms|sns):[^:]*:[^:]*:(\*|table/\*|key/\*|alias/\*)$"
+    r"|^arn:[^:]+:events:[^:]*:[^:]*:event-bus/\*$|^arn:[^:]+:s3:::\*"
+)
 
 
 def wide_statements(doc) -> list[str]:
-    """Allow statements of a policy document that grant an SQS, DynamoDB, S3 or KMS action (or "*",
+    """Allow statements of a policy document that grant an SQS, SNS, EventBridge, DynamoDB, S3 or KMS action (or "*",
     or everything but some actions: NotAction) on every resource ("*" or a wildcard ARN, or
     NotResource)."""
     out = []
@@ -1167,7 +1171,7 @@ def main() -> int:
             detail += f" (not state: {'; '.join(notes)})"
         report(verdict, rtype, logical, detail, [i for i in issues if i.kind != "ok"])
 
-    # least privilege: no role of the stack may reach SQS, DynamoDB, S3 or KMS resources beyond its own
+    # least privilege: no role of the stack may reach SQS, SNS, EventBridge, DynamoDB, S3 or KMS resources beyond its own
     for logical in sorted(k for k, r in deployed.resources.items() if r["ResourceType"] == "AWS::IAM::Role"):
         try:
             issues = least_privilege_issues(deployed, deployed.physical(logical))

@@ -10,9 +10,11 @@
 #                                            to inspect it): writes .local/deploy.env
 #                                            (AWS_ENDPOINT_URL, DEPLOY_STACK_NAME, DEPLOY_API_URL, ...)
 #   scripts/deploy-local.sh --stop           stop what --keep left running
-#   scripts/deploy-local.sh --vpc            deploy with the dispatcher in a VPC: creates a VPC, two
-#                                            subnets and a security group in the emulator first and
-#                                            passes them as DispatcherSubnetIds/DispatcherSecurityGroupIds
+#   scripts/deploy-local.sh --vpc            deploy into a company's estate: the dispatcher in a VPC
+#                                            (creates a VPC, two subnets and a security group in the
+#                                            emulator first and passes them as DispatcherSubnetIds/
+#                                            DispatcherSecurityGroupIds) and granted AWS-native targets
+#                                            (DestinationQueueArns/TopicArns/EventBusArns/TargetKmsKeyArns)
 #   scripts/deploy-local.sh --self-test      also prove the check is no false green: deploy
 #                                            tests/deploy/extra-resources.yaml (S3 archive with lifecycle,
 #                                            dashboard, second queue, Mappings, a condition, ...) and check
@@ -208,6 +210,16 @@ PY
   )
   overrides+=("DispatcherSubnetIds=$subnets" "DispatcherSecurityGroupIds=$sg")
   say "VPC: dispatcher in subnets $subnets, security group $sg"
+  # AWS-native destinations, one another account's: the grants are checked against the template,
+  # the targets need not exist.
+  account=123456789012 other=210987654321
+  overrides+=(
+    "DestinationQueueArns=arn:aws:sqs:$region:$account:kyc-events.fifo,arn:aws:sqs:$region:$other:kyc-audit"
+    "DestinationTopicArns=arn:aws:sns:$region:$account:kyc-fanout"
+    "DestinationEventBusArns=arn:aws:events:$region:$account:event-bus/kyc"
+    "DestinationTargetKmsKeyArns=arn:aws:kms:$region:$account:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+  )
+  say "AWS-native destinations: a FIFO and a cross-account queue, a topic, a bus, a KMS key"
 fi
 
 say "sam deploy of $build_dir (stack $stack, ${#overrides[@]} parameter overrides) ..."

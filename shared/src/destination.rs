@@ -25,6 +25,9 @@ use crate::retry::{PolicySpec, RetryPolicy};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+mod target;
+pub use target::{AwsTarget, Target};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BodyFormat {
@@ -207,7 +210,14 @@ impl TlsSettings {
 #[serde(deny_unknown_fields)]
 struct RawDestination {
     id: String,
-    url: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    sqs: Option<target::SqsSpec>,
+    #[serde(default)]
+    sns: Option<target::SnsSpec>,
+    #[serde(default)]
+    eventbridge: Option<target::EventBridgeSpec>,
     #[serde(default)]
     providers: Option<Vec<Provider>>,
     #[serde(default)]
@@ -234,7 +244,7 @@ struct RawDocument {
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub id: String,
-    pub url: reqwest::Url,
+    pub target: Target,
     pub providers: Option<Vec<Provider>>,
     pub event_types: Option<HashSet<String>>,
     pub retry: RetryPolicy,
@@ -275,10 +285,10 @@ impl Destination {
 /// Validates a `tls` field: PEM given inline must parse; `public_roots: false` needs a CA.
 fn tls_settings(
     spec: TlsSpec,
-    url: &reqwest::Url,
+    target: &Target,
     err: impl Fn(&str, String) -> ConfigError,
 ) -> Result<TlsSettings, ConfigError> {
-    if url.scheme() != "https" {
+    if !matches!(target, Target::Https(url) if url.scheme() == "https") {
         return Err(err("tls", "applies to https URLs only".into()));
     }
     // A PEM document given inline (checked now) or by SSM name (checked at cold start).
@@ -398,8 +408,35 @@ impl Destinations {
             if !seen.insert(raw.id.clone()) {
                 return Err(err(at("id"), format!("duplicate id {:?}", raw.id)));
             }
-            let url =
-                validate_outbound_url(&format!("destinations{}", at("url")), &raw.url, outbound)?;
+            let target = target::TargetFields {
+                url: raw.url,
+                sqs: raw.sqs,
+                sns: raw.sns,
+                eventbridge: raw.eventbridge,
+            }
+            .parse(&at, outbound)?;
+            if let Target::Aws(aws) = &target {
+                // Headers, signatures, tokens and TLS settings are HTTP's; an AWS target is
+                // authorised by the dispatcher's role (and the target's resource policy).
+                let http_only = [
+                    ("headers", !raw.headers.is_empty()),
+                    ("auth", raw.auth.is_some()),
+                    ("tls", raw.tls.is_some()),
+                ];
+                if let Some((field, _)) = http_only.iter().find(|(_, set)| *set) {
+                    return Err(err(
+                        at(field),
+                        format!("applies to https destinations only, not to {}", aws.kind()),
+                    ));
+                }
+                if matches!(aws, AwsTarget::EventBridge { .. }) && raw.body == BodyFormat::Raw {
+                    return Err(err(
+                        at("body"),
+                        "eventbridge sends the envelope as the event's detail: use \"envelope\""
+                            .into(),
+                    ));
+                }
+            }
             if let Some(types) = &raw.event_types
                 && (types.is_empty() || types.iter().any(|t| t.trim().is_empty()))
             {
@@ -507,11 +544,11 @@ impl Destinations {
             };
             let tls = raw
                 .tls
-                .map(|spec| tls_settings(spec, &url, |field, m| err(at(field), m)))
+                .map(|spec| tls_settings(spec, &target, |field, m| err(at(field), m)))
                 .transpose()?;
             list.push(Destination {
                 id: raw.id,
-                url,
+                target,
                 providers: raw.providers,
                 event_types: raw.event_types.map(|t| t.into_iter().collect()),
                 retry,

@@ -52,6 +52,21 @@ pub struct RetryPolicy {
 /// Longest outcome description kept (ARCHITECTURE.md §3: item sizes).
 pub const MAX_OUTCOME_BYTES: usize = 48;
 
+/// Why an AWS target refused a message, in the classes the retry policy and the breaker act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsClass {
+    /// Throttled: retried, and counted by the breaker (like a 429).
+    Throttled,
+    /// A service-side error (5xx, an entry's `InternalFailure`): retried and counted.
+    Transient,
+    /// Access denied, the target or its KMS key missing or disabled: the target is unusable for
+    /// every message until someone fixes it, so retried and counted, which pauses the destination
+    /// and holds its jobs instead of dead-lettering them.
+    Unavailable,
+    /// This message is refused (too large, malformed): not retried.
+    Rejected,
+}
+
 /// What one attempt produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptOutcome {
@@ -69,6 +84,13 @@ pub enum AttemptOutcome {
     /// The TLS handshake failed on a certificate (the server's is not trusted, or the server
     /// refused ours): a configuration fault that no retry mends, so not retried.
     Tls(String),
+    /// An AWS target (SQS, SNS, EventBridge) accepted the message: delivered, under every policy.
+    Published,
+    /// An AWS target refused the message: its error code and class.
+    Aws {
+        code: String,
+        class: AwsClass,
+    },
 }
 
 impl AttemptOutcome {
@@ -82,6 +104,8 @@ impl AttemptOutcome {
             AttemptOutcome::TokenError(why) => format!("token_error: {why}"),
             AttemptOutcome::Refused(why) => format!("refused: {why}"),
             AttemptOutcome::Tls(why) => format!("tls: {why}"),
+            AttemptOutcome::Published => "published".into(),
+            AttemptOutcome::Aws { code, .. } => format!("aws: {code}"),
         };
         if text.len() > MAX_OUTCOME_BYTES {
             let mut end = MAX_OUTCOME_BYTES;
@@ -163,6 +187,9 @@ impl RetryPolicy {
     }
 
     pub fn is_success(&self, outcome: &AttemptOutcome) -> bool {
+        if *outcome == AttemptOutcome::Published {
+            return true;
+        }
         let AttemptOutcome::Response {
             status,
             content_type,
@@ -191,7 +218,10 @@ impl RetryPolicy {
             AttemptOutcome::Timeout
             | AttemptOutcome::ConnectError
             | AttemptOutcome::TokenError(_) => true,
-            AttemptOutcome::Refused(_) | AttemptOutcome::Tls(_) => false,
+            AttemptOutcome::Refused(_) | AttemptOutcome::Tls(_) | AttemptOutcome::Published => {
+                false
+            }
+            AttemptOutcome::Aws { class, .. } => *class != AwsClass::Rejected,
             AttemptOutcome::Response { status, .. } => {
                 *status == 429
                     || match &self.retry_on {

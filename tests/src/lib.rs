@@ -424,7 +424,7 @@ pub fn delivery_queue(aws: &LocalAws) -> kyc_relay::aws::sqs::SqsDeliveryQueue {
 pub type TestDispatcher<Q> = kyc_relay::dispatch::Dispatcher<
     kyc_relay::aws::dynamodb::DynamoRecords,
     Q,
-    kyc_relay::dispatch::transport::HttpTransport,
+    kyc_relay::aws::targets::AwsTransport<kyc_relay::dispatch::transport::HttpTransport>,
 >;
 
 /// The dispatcher with the real records table, the given queue adapter, real HTTP and plain-value
@@ -471,12 +471,15 @@ pub async fn dispatcher_with<Q: kyc_relay::delivery::DeliveryQueue>(
     kyc_relay::dispatch::Dispatcher::new(
         records(aws, clock.clone()),
         queue,
-        kyc_relay::dispatch::transport::HttpTransport::build(
-            Duration::from_secs(2),
-            Duration::from_secs(5),
-            &vault,
-        )
-        .unwrap(),
+        kyc_relay::aws::targets::AwsTransport::new(
+            kyc_relay::dispatch::transport::HttpTransport::build(
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+                &vault,
+            )
+            .unwrap(),
+            &aws.sdk,
+        ),
         destinations,
         vault,
         settings,

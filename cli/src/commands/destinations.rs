@@ -72,7 +72,12 @@ async fn list(ctx: &Ctx) -> Result<()> {
                 json!({
                     "id": id,
                     "configured": doc.as_ref().map(|_| d.is_some()),
-                    "url": d.map(|d| d.url.to_string()),
+                    // `url` for HTTPS destinations; `target` for every kind (`sqs:<queue url>`, ...).
+                    "url": d.and_then(|d| match &d.target {
+                        kyc_relay::destination::Target::Https(url) => Some(url.to_string()),
+                        kyc_relay::destination::Target::Aws(_) => None,
+                    }),
+                    "target": d.map(|d| d.target.to_string()),
                     "providers": d.and_then(|d| d.providers.clone()),
                     "event_types": d.and_then(|d| d.event_types.as_ref().map(|t| {
                         let mut t: Vec<_> = t.iter().cloned().collect();
@@ -91,7 +96,7 @@ async fn list(ctx: &Ctx) -> Result<()> {
             "document: not available (pass --destinations-file; showing the state items only)"
         ),
     }
-    let mut t = Table::new(&["DESTINATION", "URL", "ROUTES", "FAILURES", "STATE"]);
+    let mut t = Table::new(&["DESTINATION", "TARGET", "ROUTES", "FAILURES", "STATE"]);
     for id in &ids {
         let d = doc.as_ref().and_then(|d| d.get(id));
         let routes = match d {
@@ -112,7 +117,8 @@ async fn list(ctx: &Ctx) -> Result<()> {
         let s = states.get(id);
         t.row(vec![
             id.clone(),
-            d.map(|d| d.url.to_string()).unwrap_or_else(|| "-".into()),
+            d.map(|d| d.target.to_string())
+                .unwrap_or_else(|| "-".into()),
             routes,
             s.map(|s| s.failures.to_string())
                 .unwrap_or_else(|| "0".into()),

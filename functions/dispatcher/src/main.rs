@@ -3,6 +3,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use kyc_relay::aws::dynamodb::DynamoRecords;
 use kyc_relay::aws::sqs::SqsDeliveryQueue;
+use kyc_relay::aws::targets::AwsTransport;
 use kyc_relay::aws::{CallBudget, sdk_config, sqs_event, ssm::SsmSecrets};
 use kyc_relay::clock::SystemClock;
 use kyc_relay::config::{ConfigError, Env};
@@ -16,7 +17,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
 use std::time::Duration;
 
-type Relay = Dispatcher<DynamoRecords, SqsDeliveryQueue, HttpTransport>;
+type Relay = Dispatcher<DynamoRecords, SqsDeliveryQueue, AwsTransport<HttpTransport>>;
 
 async fn init() -> Result<(Relay, String), Error> {
     let aws = sdk_config(CallBudget::DISPATCHER.from_env()).await;
@@ -35,11 +36,16 @@ async fn init() -> Result<(Relay, String), Error> {
     }
     let clock = Arc::new(SystemClock);
     let vault = Vault::resolve(&destinations, Some(&ssm), clock.clone()).await?;
-    let transport = HttpTransport::build(
-        Duration::from_millis(connect_ms),
-        settings.default_timeout,
-        &vault,
-    )?;
+    // HTTPS destinations through reqwest; SQS, SNS and EventBridge ones through the SDK, whose
+    // clients are built on the first message to each.
+    let transport = AwsTransport::new(
+        HttpTransport::build(
+            Duration::from_millis(connect_ms),
+            settings.default_timeout,
+            &vault,
+        )?,
+        &aws,
+    );
     let retry_url = env.require("RETRY_QUEUE_URL")?.to_string();
     let retry_queue = sqs_event::queue_name(&retry_url).to_string();
     let queue = SqsDeliveryQueue::new(

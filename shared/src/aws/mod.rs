@@ -6,6 +6,7 @@ pub mod s3;
 pub mod sqs;
 pub mod sqs_event;
 pub mod ssm;
+pub mod targets;
 
 use std::time::Duration;
 

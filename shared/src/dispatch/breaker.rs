@@ -31,7 +31,7 @@
 //! state refresh, and not at all once it is marked.
 
 use crate::records::{BreakerWrite, DestinationState, PausedBy};
-use crate::retry::AttemptOutcome;
+use crate::retry::{AttemptOutcome, AwsClass};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -66,7 +66,10 @@ pub fn counts_as_failure(outcome: &AttemptOutcome) -> bool {
         }
         // A certificate fault is the configuration's, like a refused request: pausing would hold
         // every job until someone fixes it, and the DLQ (with its alarm) says so at once.
-        AttemptOutcome::Refused(_) | AttemptOutcome::Tls(_) => false,
+        AttemptOutcome::Refused(_) | AttemptOutcome::Tls(_) | AttemptOutcome::Published => false,
+        // Throttling, service errors and an unusable target (access denied, queue or key gone)
+        // say the target is failing; a refused message says nothing about it.
+        AttemptOutcome::Aws { class, .. } => *class != AwsClass::Rejected,
         AttemptOutcome::Response { status, .. } => {
             *status >= 500 || *status == 408 || *status == 429
         }

@@ -30,7 +30,7 @@ use crate::config::{ConfigError, Env};
 use crate::delivery::{
     AttemptLog, DeadLetterInfo, DeliveryJob, DeliveryQueue, Lane, Scheduled, sqs_delay_secs,
 };
-use crate::destination::{BodyFormat, Destination, Destinations};
+use crate::destination::{BodyFormat, Destination, Destinations, Target};
 use crate::records::{
     AttemptUpdate, DeliveryStatus, DeliveryStore, DestinationState, DestinationStates, Transition,
 };
@@ -829,6 +829,14 @@ where
                 }
             },
         };
+        let url = match &destination.target {
+            Target::Https(url) => url,
+            Target::Aws(target) => {
+                return self
+                    .publish(destination, target, job, body, content_type, timeout)
+                    .await;
+            }
+        };
         let Ok(content_type) = HeaderValue::from_str(&content_type) else {
             return AttemptOutcome::Refused("content type is not a valid header value".into());
         };
@@ -892,7 +900,7 @@ where
                 .transport
                 .post(Post {
                     destination: destination.id.clone(),
-                    url: destination.url.clone(),
+                    url: url.clone(),
                     headers,
                     body: body.clone(),
                     timeout,
@@ -921,6 +929,59 @@ where
                 continue;
             }
             return outcome;
+        }
+    }
+}
+
+impl<S, Q, T> Dispatcher<S, Q, T>
+where
+    S: DeliveryStore + DestinationStates,
+    Q: DeliveryQueue,
+    T: Transport,
+{
+    /// One attempt to an AWS target: the message, with what its consumers filter, order and
+    /// deduplicate on, and the service's answer classified.
+    async fn publish(
+        &self,
+        destination: &Destination,
+        target: &crate::destination::AwsTarget,
+        job: &DeliveryJob,
+        body: Vec<u8>,
+        content_type: String,
+        timeout: Duration,
+    ) -> AttemptOutcome {
+        let Ok(body) = String::from_utf8(body) else {
+            return AttemptOutcome::Refused("body is not UTF-8 text".into());
+        };
+        let publish = transport::Publish {
+            destination: destination.id.clone(),
+            target: target.clone(),
+            body,
+            webhook_id: job.delivery_id.clone(),
+            provider: job.envelope.provider.as_str(),
+            event_type: job.envelope.event_type.clone(),
+            content_type,
+            group: crate::records::EventKey::of(&job.envelope).pk,
+            trace_id: job.envelope.trace_id().to_string(),
+            traceparent: crate::trace::traceparent(
+                job.envelope.trace_id(),
+                &job.delivery_id,
+                job.attempt,
+            ),
+            timeout,
+        };
+        match self.transport.publish(publish).await {
+            Ok(()) => AttemptOutcome::Published,
+            Err(transport::PublishError::Refused(r)) => AttemptOutcome::Aws {
+                code: r.code,
+                class: r.class,
+            },
+            Err(transport::PublishError::Transport(e)) => match e {
+                TransportError::Timeout => AttemptOutcome::Timeout,
+                TransportError::Connect => AttemptOutcome::ConnectError,
+                TransportError::Refused(why) => AttemptOutcome::Refused(why),
+                TransportError::Tls(why) => AttemptOutcome::Tls(why),
+            },
         }
     }
 }

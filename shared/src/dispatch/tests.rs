@@ -805,3 +805,85 @@ async fn jobs_of_an_erased_session_are_dropped_not_sent_recorded_or_dead_lettere
             .is_empty()
     );
 }
+
+/// An SQS FIFO destination on the same decision tables: published is delivered (under the strict
+/// Incode policy too), a rejected message goes to the DLQ at once, and an unusable target pauses the
+/// destination and holds its jobs instead of dead-lettering them.
+#[tokio::test]
+async fn an_aws_target_is_decided_like_an_http_one() {
+    use super::transport::{AwsClass, AwsRefusal, PublishError};
+    let queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/kyc.fifo";
+    let r = rig_with(destinations(&format!(
+        r#", {{"id": "audit", "sqs": {{"queue_url": "{queue_url}"}}, "retry_policy": "incode"}}"#
+    )))
+    .await;
+    let refuse = |code: &str, class| {
+        Err(PublishError::Refused(AwsRefusal {
+            code: code.into(),
+            class,
+        }))
+    };
+
+    let job = claimed(&r, "e1", "audit").await;
+    assert!(r.run(&[rec("j1", &job, Lane::Fast)]).await.is_empty());
+    let sent = r.http.published();
+    assert_eq!(sent.len(), 1);
+    let p = &sent[0];
+    assert_eq!(p.webhook_id, job.delivery_id);
+    assert_eq!(p.group, crate::records::EventKey::of(&job.envelope).pk);
+    assert_eq!(
+        (p.provider, p.event_type.as_str()),
+        ("idnow", job.envelope.event_type.as_str())
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&p.body).unwrap()["event_id"],
+        "e1"
+    );
+    assert!(p.traceparent.contains(job.envelope.trace_id()));
+    let d = r.delivery(&job).await.unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 1));
+    assert_eq!(d.history[0].outcome, "published");
+    assert!(r.http.sent().is_empty(), "no HTTP request");
+
+    // Rejected: not retried, whatever the policy retries.
+    let job = claimed(&r, "e2", "audit").await;
+    r.http
+        .then_publish("audit", refuse("InvalidParameterValue", AwsClass::Rejected));
+    assert!(r.run(&[rec("j2", &job, Lane::Fast)]).await.is_empty());
+    let dead = r.queue.take_dead();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .dead_letter
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("aws: InvalidParameterValue"),
+        "{:?}",
+        dead[0].dead_letter
+    );
+    assert!(r.queue.take().is_empty());
+
+    // Unavailable (access denied): retried and counted; ten in a row pause the destination, and
+    // the next job is held on the retry lane, not dead-lettered.
+    for i in 0..10 {
+        r.http
+            .then_publish("audit", refuse("AccessDenied", AwsClass::Unavailable));
+        let job = claimed(&r, &format!("u{i}"), "audit").await;
+        assert!(
+            r.run(&[rec(&format!("u{i}"), &job, Lane::Fast)])
+                .await
+                .is_empty()
+        );
+        let next = r.queue.take();
+        assert_eq!(next.len(), 1, "retried");
+        assert_eq!(next[0].lane, Lane::Retry);
+    }
+    assert_eq!(r.state("audit").await.paused.unwrap().by, PausedBy::Breaker);
+    let published = r.http.published().len();
+    let job = claimed(&r, "held", "audit").await;
+    assert!(r.run(&[rec("held", &job, Lane::Fast)]).await.is_empty());
+    assert_eq!(r.http.published().len(), published, "held: no message");
+    assert!(r.queue.take_dead().is_empty());
+    assert_eq!(r.queue.take().len(), 1, "held on the retry lane");
+}

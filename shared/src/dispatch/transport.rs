@@ -1,9 +1,12 @@
-//! The one thing the dispatcher does over the network: a bounded HTTP POST. Behind a small trait so
-//! the delivery logic is tested in memory ([`ScriptedTransport`]) and the real client
-//! ([`HttpTransport`], reqwest with the guarded resolver of `http_client`) against real servers on
-//! 127.0.0.1 (`tests/tests/dispatcher.rs`).
+//! The one thing the dispatcher does over the network: hand a delivery to its destination, as a
+//! bounded HTTP POST ([`Post`]) or a message to an AWS service ([`Publish`]: an SQS queue, an SNS
+//! topic, an EventBridge bus). Behind one small trait so the delivery logic is tested in memory
+//! ([`ScriptedTransport`]) and the real clients against real peers: [`HttpTransport`] (reqwest with
+//! the guarded resolver of `http_client`) against servers on 127.0.0.1 (`tests/tests/dispatcher.rs`),
+//! and `aws::targets` against the emulator (`tests/tests/aws_destinations.rs`).
 
 use super::credentials::Vault;
+use crate::destination::AwsTarget;
 use http::{HeaderName, HeaderValue};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,43 @@ pub struct Post {
     pub timeout: Duration,
     /// Keep the response body (token endpoints); destination bodies are discarded.
     pub want_body: bool,
+}
+
+/// A delivery to an AWS-native target: the body and what the target's consumers filter, order and
+/// deduplicate on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub destination: String,
+    pub target: AwsTarget,
+    /// The envelope (JSON) or the provider's body: text either way (a JWT, or JSON).
+    pub body: String,
+    pub webhook_id: String,
+    pub provider: &'static str,
+    pub event_type: String,
+    pub content_type: String,
+    /// FIFO targets' `MessageGroupId`: the session (or the lone event's partition).
+    pub group: String,
+    pub trace_id: String,
+    pub traceparent: String,
+    pub timeout: Duration,
+}
+
+pub use crate::retry::AwsClass;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}")]
+pub struct AwsRefusal {
+    /// The service's error code (`AccessDenied`, `KMS.ThrottlingException`, ...), at most 40 bytes.
+    pub code: String,
+    pub class: AwsClass,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Refused(#[from] AwsRefusal),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +93,18 @@ pub enum TransportError {
 
 pub trait Transport: Send + Sync {
     fn post(&self, post: Post) -> impl Future<Output = Result<Reply, TransportError>> + Send;
+
+    /// Sends one message to an AWS target; `Ok` once the service accepted it.
+    fn publish(&self, publish: Publish) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
 
 impl<T: Transport> Transport for std::sync::Arc<T> {
     fn post(&self, post: Post) -> impl Future<Output = Result<Reply, TransportError>> + Send {
         (**self).post(post)
+    }
+
+    fn publish(&self, publish: Publish) -> impl Future<Output = Result<(), PublishError>> + Send {
+        (**self).publish(publish)
     }
 }
 
@@ -139,6 +186,11 @@ impl Transport for HttpTransport {
             retry_after,
             body: body.filter(|_| post.want_body),
         })
+    }
+
+    /// HTTP only: AWS targets need `aws::targets::AwsTransport` around this one.
+    async fn publish(&self, publish: Publish) -> Result<(), PublishError> {
+        Err(TransportError::Refused(format!("no AWS client for {}", publish.target.kind())).into())
     }
 }
 
@@ -243,6 +295,8 @@ struct Script {
     queued: HashMap<String, VecDeque<Scripted>>,
     default: HashMap<String, Scripted>,
     sent: Vec<Post>,
+    published: Vec<Publish>,
+    publish_answers: HashMap<String, VecDeque<Result<(), PublishError>>>,
 }
 
 /// A transport for unit tests: answers per URL from a script (then a default answer), records every
@@ -267,6 +321,20 @@ impl ScriptedTransport {
 
     pub fn sent(&self) -> Vec<Post> {
         self.lock().sent.clone()
+    }
+
+    /// The next answer to a publish to this destination (then: accepted).
+    pub fn then_publish(&self, destination: &str, answer: Result<(), PublishError>) -> &Self {
+        self.lock()
+            .publish_answers
+            .entry(destination.to_string())
+            .or_default()
+            .push_back(answer);
+        self
+    }
+
+    pub fn published(&self) -> Vec<Publish> {
+        self.lock().published.clone()
     }
 
     pub fn sent_to(&self, url: &str) -> Vec<Post> {
@@ -304,5 +372,16 @@ impl Transport for ScriptedTransport {
                 Err(TransportError::Timeout)
             }
         }
+    }
+
+    async fn publish(&self, publish: Publish) -> Result<(), PublishError> {
+        let mut s = self.lock();
+        let answer = s
+            .publish_answers
+            .get_mut(&publish.destination)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Ok(()));
+        s.published.push(publish);
+        answer
     }
 }
