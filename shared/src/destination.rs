@@ -233,6 +233,8 @@ struct RawDestination {
     auth: Option<AuthSpec>,
     #[serde(default)]
     tls: Option<TlsSpec>,
+    #[serde(default)]
+    rate_limit: Option<crate::rate::RateLimit>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +255,8 @@ pub struct Destination {
     pub timeout_ms: Option<u64>,
     pub auth: Option<Auth>,
     pub tls: Option<TlsSettings>,
+    /// At most this rate, across every dispatcher instance and both lanes (`crate::rate`).
+    pub rate_limit: Option<crate::rate::RateLimit>,
 }
 
 impl Destination {
@@ -542,6 +546,9 @@ impl Destinations {
                     client_auth,
                 }),
             };
+            if let Some(limit) = &raw.rate_limit {
+                limit.validate().map_err(|m| err(at("rate_limit"), m))?;
+            }
             let tls = raw
                 .tls
                 .map(|spec| tls_settings(spec, &target, |field, m| err(at(field), m)))
@@ -557,6 +564,7 @@ impl Destinations {
                 timeout_ms: raw.timeout_ms,
                 auth,
                 tls,
+                rate_limit: raw.rate_limit,
             });
         }
         Ok(Self { list })
@@ -718,6 +726,14 @@ mod tests {
             (
                 json!({"id": "a", "url": "http://127.0.0.1:9/x", "retry_policy": "idnow"}),
                 "destinations[0].url",
+            ),
+            (
+                json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow", "rate_limit": {"per_second": 0}}),
+                "destinations[0].rate_limit",
+            ),
+            (
+                json!({"id": "a", "url": "https://x.example", "retry_policy": "idnow", "rate_limit": {"per_second": 5, "burst": 6}}),
+                "destinations[0].rate_limit",
             ),
         ];
         for (d, var) in cases {

@@ -20,6 +20,7 @@ pub mod intake;
 pub mod processing;
 pub mod provider;
 pub mod queue;
+pub mod rate;
 pub mod records;
 pub mod retry;
 pub mod signing;

@@ -432,3 +432,61 @@ async fn the_in_memory_store_passes_the_same_checks() {
     conformance(MemoryRecords::new(Arc::new(clock.clone())), clock.clone()).await;
     assert_eq!(clock.now_ms(), T0);
 }
+
+/// The rate limiter's reservations (`kyc_relay::rate`): the same slots from both adapters, and
+/// from the DynamoDB one under concurrent callers, each slot exactly once.
+async fn rate_limiter_conformance(store: impl kyc_relay::rate::RateLimiter) {
+    use kyc_relay::rate::RateLimit;
+    let limit = RateLimit {
+        per_second: 10,
+        burst: 3,
+    };
+    let now = T0 * 1000;
+    let mut slots = Vec::new();
+    for _ in 0..4 {
+        slots.push(store.reserve("api", now, limit).await.unwrap());
+    }
+    // From idle: the burst (slots up to now), then one per 100 ms.
+    assert_eq!(slots, [now - 200_000, now - 100_000, now, now + 100_000]);
+    // Another destination has its own schedule.
+    assert_eq!(
+        store.reserve("other", now, limit).await.unwrap(),
+        now - 200_000
+    );
+    // After an idle spell the schedule starts again.
+    let later = now + 60_000_000;
+    assert_eq!(
+        store.reserve("api", later, limit).await.unwrap(),
+        later - 200_000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_rate_limiters_reserve_the_same_slots_and_dynamodb_each_slot_once_under_contention() {
+    let aws = LocalAws::provision().await;
+    let clock = ManualClock::at_ms(T0);
+    let store = integration_tests::records(&aws, Arc::new(clock.clone()));
+    rate_limiter_conformance(store.clone()).await;
+    rate_limiter_conformance(MemoryRecords::new(Arc::new(clock.clone()))).await;
+
+    use kyc_relay::rate::{RateLimit, RateLimiter};
+    let limit = RateLimit {
+        per_second: 50,
+        burst: 1,
+    };
+    let now = (T0 + 3_600_000) * 1000;
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..24)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.reserve("contended", now, limit).await.unwrap() })
+        })
+        .collect();
+    let mut slots = Vec::new();
+    for t in tasks {
+        slots.push(t.await.unwrap());
+    }
+    slots.sort_unstable();
+    let expected: Vec<u64> = (0..24).map(|i| now + i * 20_000).collect();
+    assert_eq!(slots, expected, "24 distinct slots, 20 ms apart");
+}

@@ -555,6 +555,7 @@ async fn send(
                 token,
             }),
             held_since_ms: None,
+            rate_slot_us: None,
             history: Vec::new(),
             history_dropped: 0,
             dead_letter: None,

@@ -565,6 +565,68 @@ impl DynamoRecords {
     }
 }
 
+/// The partition of the rate limiters' items (`sk` = the destination id, `tat` in µs).
+pub const RATES_PK: &str = "rate";
+
+/// Reservations that lose a race retry this often before the error is returned.
+const RATE_RACES: usize = 4;
+
+impl crate::rate::RateLimiter for DynamoRecords {
+    /// GCRA in two conditional writes at most: while the schedule is running (`tat` at or past the
+    /// floor), `ADD tat :interval` returns the new `tat`, and the slot is the old one: one write
+    /// unit, no read. When it is idle (or new), `SET tat` starts it at the floor. A lost race
+    /// between the two (another instance started it meanwhile) goes round again.
+    async fn reserve(
+        &self,
+        destination: &str,
+        now_us: u64,
+        limit: crate::rate::RateLimit,
+    ) -> Result<u64, StoreError> {
+        let interval = limit.interval_us();
+        let floor = now_us.saturating_sub(limit.tolerance_us());
+        // Idle items go: a day after their last use (TTL, seconds).
+        let expires = now_us / 1_000_000 + 86_400;
+        let item =
+            |req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder| {
+                req.table_name(&self.table)
+                    .key("pk", s(RATES_PK))
+                    .key("sk", s(destination))
+                    .expression_attribute_names("#tat", "tat")
+                    .expression_attribute_names("#expires_at", "expires_at")
+                    .expression_attribute_values(":floor", n(floor))
+                    .expression_attribute_values(":expires", n(expires))
+            };
+        for _ in 0..RATE_RACES {
+            let busy = item(self.client.update_item())
+                .update_expression("ADD #tat :interval SET #expires_at = :expires")
+                .condition_expression("#tat >= :floor")
+                .expression_attribute_values(":interval", n(interval))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+                .send()
+                .await;
+            if let Some(out) = applied(busy)? {
+                let tat = out
+                    .attributes()
+                    .and_then(|a| get_n(a, "tat"))
+                    .ok_or_else(|| StoreError("rate limiter: no tat returned".into()))?;
+                return Ok(tat.saturating_sub(interval));
+            }
+            let idle = item(self.client.update_item())
+                .update_expression("SET #tat = :start, #expires_at = :expires")
+                .condition_expression("attribute_not_exists(#tat) OR #tat < :floor")
+                .expression_attribute_values(":start", n(floor + interval))
+                .send()
+                .await;
+            if applied(idle)?.is_some() {
+                return Ok(floor);
+            }
+        }
+        Err(StoreError(format!(
+            "rate limiter of {destination}: {RATE_RACES} races lost in a row"
+        )))
+    }
+}
+
 impl DestinationStates for DynamoRecords {
     async fn load(&self) -> Result<BTreeMap<String, DestinationState>, StoreError> {
         Ok(self

@@ -126,6 +126,10 @@ pub struct DeliveryJob {
     /// its retry chain plus the hold limit, however often the destination pauses and resumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_since_ms: Option<u64>,
+    /// The slot (µs since the epoch) this job reserved under its destination's rate limit and
+    /// waits for on the retry lane (`crate::rate`); sent at it, or a new slot is reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_slot_us: Option<u64>,
     /// The attempts (and probes) made, at most [`JOB_HISTORY_CAP`] of them: see [`Self::log`].
     #[serde(default)]
     pub history: Vec<AttemptLog>,
@@ -158,6 +162,7 @@ impl DeliveryJob {
             expires_at_secs,
             replay: None,
             held_since_ms: None,
+            rate_slot_us: None,
             history: Vec::new(),
             history_dropped: 0,
             dead_letter: None,

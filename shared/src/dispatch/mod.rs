@@ -31,6 +31,7 @@ use crate::delivery::{
     AttemptLog, DeadLetterInfo, DeliveryJob, DeliveryQueue, Lane, Scheduled, sqs_delay_secs,
 };
 use crate::destination::{BodyFormat, Destination, Destinations, Target};
+use crate::rate::{RateLimit, RateLimiter};
 use crate::records::{
     AttemptUpdate, DeliveryStatus, DeliveryStore, DestinationState, DestinationStates, Transition,
 };
@@ -175,7 +176,7 @@ impl From<Step> for Outcome {
 
 impl<S, Q, T> Dispatcher<S, Q, T>
 where
-    S: DeliveryStore + DestinationStates,
+    S: DeliveryStore + DestinationStates + RateLimiter,
     Q: DeliveryQueue,
     T: Transport,
 {
@@ -520,6 +521,27 @@ where
                         .await
                         .into(),
                 );
+            }
+        }
+
+        // The destination's rate limit: send at the reserved slot, waiting for it here when it is
+        // close and the lane can afford it, else on the retry lane in SQS (no attempt spent).
+        if let Some(limit) = destination.rate_limit.filter(|_| !probe) {
+            let spare = match record.lane {
+                Lane::Fast => 0,
+                Lane::Retry => RATE_MAX_WAIT_MS.min(plan::spare_ms(&ctx, timeout)),
+            };
+            match self.pace(&mut job, limit, spare).await {
+                Ok(None) => {}
+                Ok(Some(delay_secs)) => {
+                    counters.add("RateDeferred", 1);
+                    metrics.add(&job.destination_id, "RateDeferred", 1);
+                    return Tagged(id, self.enqueue(job, delay_secs, Lane::Retry).await.into());
+                }
+                Err(e) => {
+                    tracing::error!(delivery_id = job.delivery_id, error = %e, "cannot reserve a rate-limit slot");
+                    return Tagged(id, Step::Fail.into());
+                }
             }
         }
 
@@ -935,7 +957,7 @@ where
 
 impl<S, Q, T> Dispatcher<S, Q, T>
 where
-    S: DeliveryStore + DestinationStates,
+    S: DeliveryStore + DestinationStates + RateLimiter,
     Q: DeliveryQueue,
     T: Transport,
 {
@@ -983,6 +1005,52 @@ where
                 TransportError::Tls(why) => AttemptOutcome::Tls(why),
             },
         }
+    }
+}
+
+/// Longest wait for a rate-limit slot inside a retry-lane invocation; further slots wait in SQS.
+pub const RATE_MAX_WAIT_MS: u64 = 3_000;
+/// A job deferred to its slot is due this much before it, so SQS's and the poller's delays land it
+/// early (it then waits for the slot) rather than late (it would need a new slot).
+pub const RATE_EARLY_MS: u64 = 2_000;
+
+impl<S, Q, T> Dispatcher<S, Q, T>
+where
+    S: DeliveryStore + DestinationStates + RateLimiter,
+    Q: DeliveryQueue,
+    T: Transport,
+{
+    /// When the job may be sent under its destination's limit: `None`, now (after waiting up to
+    /// `spare_ms` for its slot), or the SQS delay of its deferral to the retry lane with the slot.
+    async fn pace(
+        &self,
+        job: &mut DeliveryJob,
+        limit: RateLimit,
+        spare_ms: u64,
+    ) -> Result<Option<u32>, crate::records::StoreError> {
+        let now_ms = self.clock.now_ms();
+        let now_us = now_ms.saturating_mul(1000);
+        let slot = match job.rate_slot_us.take() {
+            // Deferred to this slot and back in time: it is still this job's.
+            Some(slot) if slot >= now_us => slot,
+            // Never deferred, or back too late (its slot passed, and sending now could crowd
+            // the slots after it): a new slot.
+            _ => {
+                self.store
+                    .reserve(&job.destination_id, now_us, limit)
+                    .await?
+            }
+        };
+        let wait_us = slot.saturating_sub(now_us);
+        if wait_us <= spare_ms.saturating_mul(1000) {
+            if wait_us > 0 {
+                tokio::time::sleep(Duration::from_micros(wait_us)).await;
+            }
+            return Ok(None);
+        }
+        job.rate_slot_us = Some(slot);
+        job.due_at_ms = (slot / 1000).saturating_sub(RATE_EARLY_MS).max(now_ms);
+        Ok(Some(sqs_delay_secs(job.due_at_ms, now_ms)))
     }
 }
 

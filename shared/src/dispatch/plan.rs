@@ -139,12 +139,27 @@ pub fn before(job: &DeliveryJob, ctx: &Context<'_>) -> Before {
 /// Whether an attempt with this request timeout can finish before the deadline: the request, for
 /// OAuth destinations a token fetch and a resend after one 401, and the margin for the outcome.
 fn fits(ctx: &Context<'_>, timeout: Duration) -> bool {
-    let budget = if ctx.uses_oauth {
+    ctx.now_ms
+        .saturating_add(attempt_budget(ctx, timeout).as_millis() as u64)
+        <= ctx.deadline_ms
+}
+
+fn attempt_budget(ctx: &Context<'_>, timeout: Duration) -> Duration {
+    let requests = if ctx.uses_oauth {
         2 * timeout + 2 * ctx.token_timeout
     } else {
         timeout
-    } + DEADLINE_MARGIN;
-    ctx.now_ms.saturating_add(budget.as_millis() as u64) <= ctx.deadline_ms
+    };
+    requests + DEADLINE_MARGIN
+}
+
+/// How long a job may wait in this invocation before its attempt (for its rate-limit slot) and
+/// still finish it before the deadline.
+pub fn spare_ms(ctx: &Context<'_>, timeout: Duration) -> u64 {
+    ctx.deadline_ms.saturating_sub(
+        ctx.now_ms
+            .saturating_add(attempt_budget(ctx, timeout).as_millis() as u64),
+    )
 }
 
 /// Whole seconds of a hold, within SQS's delay limit, with ±10 % jitter so held jobs spread out.

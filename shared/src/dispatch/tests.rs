@@ -887,3 +887,82 @@ async fn an_aws_target_is_decided_like_an_http_one() {
     assert!(r.queue.take_dead().is_empty());
     assert_eq!(r.queue.take().len(), 1, "held on the retry lane");
 }
+
+fn rate_limited(per_second: u32, burst: u32) -> Destinations {
+    destinations(&format!(
+        r#", {{"id": "slow-api", "url": "https://slow.example/h", "retry_policy": "idnow",
+              "rate_limit": {{"per_second": {per_second}, "burst": {burst}}}}}"#
+    ))
+}
+
+/// Over the limit on the fast lane: deferred to the retry lane with a reserved slot, due a little
+/// before it; no attempt spent, nothing recorded, nothing dead-lettered.
+#[tokio::test(start_paused = true)]
+async fn over_the_rate_limit_jobs_wait_in_the_retry_lane_for_their_slots() {
+    let r = rig_with(rate_limited(1, 1)).await;
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        jobs.push(claimed(&r, &format!("e{i}"), "slow-api").await);
+    }
+    let records: Vec<JobRecord> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| rec(&format!("j{i}"), j, Lane::Fast))
+        .collect();
+    assert!(r.run(&records).await.is_empty());
+    assert_eq!(
+        r.http.sent_to("https://slow.example/h").len(),
+        1,
+        "one at once"
+    );
+    let mut deferred = r.queue.take();
+    assert_eq!(deferred.len(), 2);
+    assert!(r.queue.take_dead().is_empty());
+    deferred.sort_by_key(|s| s.job.rate_slot_us);
+    let now_us = T0 * 1000;
+    for (n, s) in deferred.iter().enumerate() {
+        let slot = now_us + (n as u64 + 1) * 1_000_000;
+        assert_eq!(s.lane, Lane::Retry);
+        assert_eq!(s.job.rate_slot_us, Some(slot));
+        assert_eq!(s.job.attempt, 1, "no attempt spent");
+        assert_eq!(s.job.due_at_ms, (slot / 1000 - RATE_EARLY_MS).max(T0));
+        let d = r.delivery(&s.job).await;
+        assert!(
+            d.as_ref().is_none_or(|d| d.attempts == 0),
+            "nothing recorded: {d:?}"
+        );
+    }
+
+    // Back on the retry lane before its slot: it waits for it in the invocation and keeps it (no
+    // new reservation: the next job's slot is not taken).
+    r.clock.advance_ms(500);
+    assert!(
+        r.run(&[rec("k0", &deferred[0].job, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    assert_eq!(r.http.sent_to("https://slow.example/h").len(), 2);
+    assert!(r.queue.take().is_empty());
+    // Back after its slot passed: it reserves a new one, after the slot another job took meanwhile.
+    r.clock.advance_ms(1_000);
+    let mut late = deferred[1].job.clone();
+    late.rate_slot_us = Some(now_us + 1_000_000);
+    let held = claimed(&r, "e9", "slow-api").await;
+    assert!(r.run(&[rec("k9", &held, Lane::Fast)]).await.is_empty());
+    let taken = r.queue.take()[0].job.rate_slot_us.unwrap();
+    assert_eq!(
+        taken,
+        now_us + 3_000_000,
+        "the slot after the three reserved"
+    );
+    // Its new slot, T0 + 4 s, is 2.5 s away: within the retry lane's wait, so it waits here for it.
+    let before = tokio::time::Instant::now();
+    assert!(r.run(&[rec("k1", &late, Lane::Retry)]).await.is_empty());
+    assert_eq!(before.elapsed(), Duration::from_millis(2_500));
+    assert!(r.queue.take().is_empty());
+    assert_eq!(r.http.sent_to("https://slow.example/h").len(), 3);
+    // Other destinations are not limited.
+    let other = claimed(&r, "crm-1", "crm").await;
+    assert!(r.run(&[rec("c", &other, Lane::Fast)]).await.is_empty());
+    assert_eq!(r.http.sent_to(CRM).len(), 1);
+}

@@ -29,6 +29,8 @@ struct Tables {
     events: BTreeMap<(String, String), EventItem>,
     deliveries: BTreeMap<(String, String), DeliveryItem>,
     destinations: BTreeMap<String, DestinationState>,
+    /// Each rate-limited destination's theoretical arrival time (µs).
+    rates: BTreeMap<String, u64>,
 }
 
 /// The records table in memory. `now_secs` decides which items have expired (the tests move it
@@ -406,6 +408,20 @@ impl DestinationStates for MemoryRecords {
 /// The reason a breaker pause records (the same text in both adapters).
 pub fn breaker_reason(failures: u32, last: &str) -> String {
     format!("{failures} consecutive failures (last: {last})")
+}
+
+impl crate::rate::RateLimiter for MemoryRecords {
+    async fn reserve(
+        &self,
+        destination: &str,
+        now_us: u64,
+        limit: crate::rate::RateLimit,
+    ) -> Result<u64, StoreError> {
+        let mut t = self.lock();
+        let (slot, tat) = crate::rate::schedule(t.rates.get(destination).copied(), now_us, limit);
+        t.rates.insert(destination.to_string(), tat);
+        Ok(slot)
+    }
 }
 
 impl RecordReader for MemoryRecords {
