@@ -16,6 +16,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived (the rate-limit measurement counts arrivals per second).
+    pub at: std::time::Instant,
 }
 
 /// What the peer answers to the next request.
@@ -127,6 +129,7 @@ async fn handle(
             path: uri.path().to_string(),
             headers,
             body,
+            at: std::time::Instant::now(),
         });
         s.queue
             .pop_front()

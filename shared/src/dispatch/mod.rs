@@ -527,10 +527,11 @@ where
         // The destination's rate limit: send at the reserved slot, waiting for it here when it is
         // close and the lane can afford it, else on the retry lane in SQS (no attempt spent).
         if let Some(limit) = destination.rate_limit.filter(|_| !probe) {
-            let spare = match record.lane {
-                Lane::Fast => 0,
-                Lane::Retry => RATE_MAX_WAIT_MS.min(plan::spare_ms(&ctx, timeout)),
+            let wait = match record.lane {
+                Lane::Fast => RATE_FAST_LANE_WAIT_MS,
+                Lane::Retry => RATE_MAX_WAIT_MS,
             };
+            let spare = wait.min(plan::spare_ms(&ctx, abandon_after.unwrap_or(timeout)));
             match self.pace(&mut job, limit, spare).await {
                 Ok(None) => {}
                 Ok(Some(delay_secs)) => {
@@ -1010,9 +1011,14 @@ where
 
 /// Longest wait for a rate-limit slot inside a retry-lane invocation; further slots wait in SQS.
 pub const RATE_MAX_WAIT_MS: u64 = 3_000;
-/// A job deferred to its slot is due this much before it, so SQS's and the poller's delays land it
-/// early (it then waits for the slot) rather than late (it would need a new slot).
-pub const RATE_EARLY_MS: u64 = 2_000;
+/// The same on the fast lane, whose attempts are cut at 2 s: only a slot just ahead is waited for.
+pub const RATE_FAST_LANE_WAIT_MS: u64 = 250;
+/// A job deferred to its slot is due this much before it (SQS delays are whole seconds), so it
+/// lands early and waits for the slot, rarely late (it would then need a new slot).
+pub const RATE_EARLY_MS: u64 = 1_000;
+/// How late a slot may still be used (the clock's millisecond, and a send's own jitter); a slot
+/// further past is given up for a new one.
+pub const RATE_LATE_US: u64 = 10_000;
 
 impl<S, Q, T> Dispatcher<S, Q, T>
 where
@@ -1028,26 +1034,42 @@ where
         limit: RateLimit,
         spare_ms: u64,
     ) -> Result<Option<u32>, crate::records::StoreError> {
-        let now_ms = self.clock.now_ms();
-        let now_us = now_ms.saturating_mul(1000);
-        let slot = match job.rate_slot_us.take() {
+        let now_us = || self.clock.now_ms().saturating_mul(1000);
+        let mut slot = match job.rate_slot_us.take() {
             // Deferred to this slot and back in time: it is still this job's.
-            Some(slot) if slot >= now_us => slot,
+            Some(slot) if slot >= now_us() => slot,
             // Never deferred, or back too late (its slot passed, and sending now could crowd
             // the slots after it): a new slot.
             _ => {
                 self.store
-                    .reserve(&job.destination_id, now_us, limit)
+                    .reserve(&job.destination_id, now_us(), limit)
                     .await?
             }
         };
-        let wait_us = slot.saturating_sub(now_us);
+        // A slot the store's answer arrived after (a slow or contended write) is not used:
+        // sending late would crowd the slots after it. One new reservation, at the schedule's end.
+        let mut tries = 0;
+        while slot + RATE_LATE_US < now_us() {
+            if tries == 1 {
+                job.due_at_ms = self.clock.now_ms() + 1000;
+                return Ok(Some(1));
+            }
+            tries += 1;
+            slot = self
+                .store
+                .reserve(&job.destination_id, now_us(), limit)
+                .await?;
+        }
+        // Measured after the reservation: from before it, the wait would end late by the store's
+        // latency, onto the next slot.
+        let wait_us = slot.saturating_sub(now_us());
         if wait_us <= spare_ms.saturating_mul(1000) {
             if wait_us > 0 {
                 tokio::time::sleep(Duration::from_micros(wait_us)).await;
             }
             return Ok(None);
         }
+        let now_ms = self.clock.now_ms();
         job.rate_slot_us = Some(slot);
         job.due_at_ms = (slot / 1000).saturating_sub(RATE_EARLY_MS).max(now_ms);
         Ok(Some(sqs_delay_secs(job.due_at_ms, now_ms)))
