@@ -883,7 +883,7 @@ def _as_list(v) -> list:
 # A resource that names every resource of its kind: "*", or an ARN whose resource part is a wildcard
 # (every queue, table, bucket or key of an account or region).
 WIDE_ARN = re.compile(
-    r"^arn:[^:]+:(sqs|dynamodb|kms|sns):[^:]*:[^:]*:(\*|table/\*|key/\*|alias/\*)$"
+    r"^arn:[^:]+:(sqs|dynamodb|kms|sns|events):[^:]*:[^:]*:(\*|table/\*|key/\*|alias/\*)$"
     r"|^arn:[^:]+:events:[^:]*:[^:]*:event-bus/\*$|^arn:[^:]+:s3:::\*"
 )
 

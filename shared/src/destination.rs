@@ -286,6 +286,16 @@ impl Destination {
     }
 }
 
+const SSM_NAME_RULE: &str = "must name an SSM parameter: 1 to 2048 characters of A-Z a-z 0-9 _ . - / (the value is not shown)";
+
+/// An SSM parameter name (so a PEM pasted into a `*_ssm` field is refused without being quoted).
+fn is_ssm_name(name: &str) -> bool {
+    (1..=2048).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b))
+}
+
 /// Validates a `tls` field: PEM given inline must parse; `public_roots: false` needs a CA.
 fn tls_settings(
     spec: TlsSpec,
@@ -302,6 +312,7 @@ fn tls_settings(
                 crate::tls::parse_certificates(&text).map_err(|m| err(field, m))?;
                 Ok(Some(Secret::Plain(text)))
             }
+            (None, Some(name)) if !is_ssm_name(&name) => Err(err(field, SSM_NAME_RULE.into())),
             (None, Some(name)) => Ok(Some(Secret::Ssm(name))),
             (None, None) => Ok(None),
             (Some(_), Some(_)) => Err(err(field, format!("set at most one of {names}"))),
@@ -316,11 +327,9 @@ fn tls_settings(
     let client_certificate = match spec.client_certificate {
         None => None,
         Some(c) => {
-            if c.key_ssm.trim().is_empty() {
-                return Err(err(
-                    "tls.client_certificate.key_ssm",
-                    "must name an SSM parameter".into(),
-                ));
+            if !is_ssm_name(&c.key_ssm) {
+                // Never echoed: a key pasted here by mistake must not reach a log.
+                return Err(err("tls.client_certificate.key_ssm", SSM_NAME_RULE.into()));
             }
             let field = "tls.client_certificate";
             let cert = pem(field, "cert_pem and cert_ssm", c.cert_pem, c.cert_ssm)?
@@ -644,10 +653,13 @@ impl Destinations {
     }
 
     /// All SSM parameter names the destinations' secrets live in.
+    /// Each once: a CA bundle or key shared by several destinations is fetched once.
     pub fn ssm_secret_names(&self) -> Vec<String> {
+        let mut seen = HashSet::new();
         self.list
             .iter()
             .flat_map(Destination::ssm_secret_names)
+            .filter(|n| seen.insert(n.clone()))
             .collect()
     }
 }
@@ -847,6 +859,16 @@ mod tests {
                 json!({"client_certificate": {"cert_ssm": "/c", "key_ssm": " "}}),
                 "destinations[0].tls.client_certificate.key_ssm",
                 "must name",
+            ),
+            (
+                json!({"client_certificate": {"cert_ssm": "/c", "key_ssm": "-----BEGIN PRIVATE KEY-----\nMIIE"}}),
+                "destinations[0].tls.client_certificate.key_ssm",
+                "the value is not shown",
+            ),
+            (
+                json!({"ca_ssm": "-----BEGIN CERTIFICATE-----"}),
+                "destinations[0].tls.ca",
+                "must name an SSM parameter",
             ),
         ];
         for (tls, var, message) in cases {

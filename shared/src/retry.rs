@@ -81,9 +81,12 @@ pub enum AttemptOutcome {
     TokenError(String),
     /// The request could not be made at all (e.g. the destination resolves to a forbidden address).
     Refused(String),
-    /// The TLS handshake failed on a certificate (the server's is not trusted, or the server
-    /// refused ours): a configuration fault that no retry mends, so not retried.
-    Tls(String),
+    /// The server's certificate is not acceptable (untrusted, expired, another host's): retried and
+    /// counted by the breaker, like a connection error.
+    TlsServer(String),
+    /// The server refused our client certificate: our configuration, which no retry mends, so not
+    /// retried (like a refused request).
+    TlsClient(String),
     /// An AWS target (SQS, SNS, EventBridge) accepted the message: delivered, under every policy.
     Published,
     /// An AWS target refused the message: its error code and class.
@@ -103,7 +106,9 @@ impl AttemptOutcome {
             AttemptOutcome::ConnectError => "connect_error".into(),
             AttemptOutcome::TokenError(why) => format!("token_error: {why}"),
             AttemptOutcome::Refused(why) => format!("refused: {why}"),
-            AttemptOutcome::Tls(why) => format!("tls: {why}"),
+            AttemptOutcome::TlsServer(why) | AttemptOutcome::TlsClient(why) => {
+                format!("tls: {why}")
+            }
             AttemptOutcome::Published => "published".into(),
             AttemptOutcome::Aws { code, .. } => format!("aws: {code}"),
         };
@@ -217,10 +222,11 @@ impl RetryPolicy {
         match outcome {
             AttemptOutcome::Timeout
             | AttemptOutcome::ConnectError
-            | AttemptOutcome::TokenError(_) => true,
-            AttemptOutcome::Refused(_) | AttemptOutcome::Tls(_) | AttemptOutcome::Published => {
-                false
-            }
+            | AttemptOutcome::TokenError(_)
+            | AttemptOutcome::TlsServer(_) => true,
+            AttemptOutcome::Refused(_)
+            | AttemptOutcome::TlsClient(_)
+            | AttemptOutcome::Published => false,
             AttemptOutcome::Aws { class, .. } => *class != AwsClass::Rejected,
             AttemptOutcome::Response { status, .. } => {
                 *status == 429
@@ -483,16 +489,23 @@ mod tests {
     }
 
     #[test]
-    fn a_certificate_fault_is_not_retried_under_any_policy() {
-        let tls = AttemptOutcome::Tls("client cert refused: required".into());
+    fn a_refused_client_certificate_is_not_retried_and_an_untrusted_server_is() {
+        let tls = AttemptOutcome::TlsClient("client cert refused: required".into());
+        let server = AttemptOutcome::TlsServer("server cert expired".into());
         for p in [RetryPolicy::idnow(), RetryPolicy::incode()] {
             assert!(
                 matches!(p.verdict(1, &tls), Verdict::GiveUp(_)),
                 "{}",
                 p.name
             );
+            assert!(
+                matches!(p.verdict(1, &server), Verdict::RetryAfter(_)),
+                "{}",
+                p.name
+            );
         }
         assert_eq!(tls.describe(), "tls: client cert refused: required");
+        assert_eq!(server.describe(), "tls: server cert expired");
     }
 
     #[test]

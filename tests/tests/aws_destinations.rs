@@ -304,4 +304,18 @@ async fn missing_targets_are_unavailable_and_a_fifo_retry_is_deduplicated() {
     transport.publish(publish(fifo)).await.unwrap();
     let got = receive(&aws, &url, 1).await;
     assert_eq!(got.len(), 1, "deduplicated on the webhook-id");
+    // Nothing else on the queue: the first message is in flight, the second never existed.
+    let depth = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    assert_eq!(depth[&QueueAttributeName::ApproximateNumberOfMessages], "0");
+    assert_eq!(depth[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible], "1");
 }

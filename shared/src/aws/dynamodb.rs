@@ -565,7 +565,9 @@ impl DynamoRecords {
     }
 }
 
-/// The partition of the rate limiters' items (`sk` = the destination id, `tat` in µs).
+/// The rate limiters' items: pk `rate#<destination id>` (one partition each, so one busy
+/// destination's writes never share a partition's throughput with another's), sk `rate`, `tat` in
+/// µs.
 pub const RATES_PK: &str = "rate";
 
 /// Reservations that lose a race retry this often before the error is returned.
@@ -589,8 +591,8 @@ impl crate::rate::RateLimiter for DynamoRecords {
         let item =
             |req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder| {
                 req.table_name(&self.table)
-                    .key("pk", s(RATES_PK))
-                    .key("sk", s(destination))
+                    .key("pk", s(format!("{RATES_PK}#{destination}")))
+                    .key("sk", s(RATES_PK))
                     .expression_attribute_names("#tat", "tat")
                     .expression_attribute_names("#expires_at", "expires_at")
                     .expression_attribute_values(":floor", n(floor))

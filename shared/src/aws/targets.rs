@@ -247,7 +247,9 @@ fn classify<E: ProvideErrorMetadata>(e: SdkError<E, HttpResponse>) -> PublishErr
             refusal(code, class_of(code, status)).into()
         }
         SdkError::ResponseError(_) => refusal("MalformedResponse", AwsClass::Transient).into(),
-        _ => rejected("RequestNotBuilt"),
+        // The request could not be built or signed (no credentials, no endpoint for the region):
+        // the target is unusable from here until the configuration changes, whatever the message.
+        _ => refusal("RequestNotBuilt", AwsClass::Unavailable).into(),
     }
 }
 
@@ -268,6 +270,10 @@ pub fn class_of(code: &str, status: u16) -> AwsClass {
         || has("expiredtoken")
         || has("invalidsecurity")
         || has("signaturedoesnotmatch")
+        || has("unrecognizedclient")
+        || has("incompletesignature")
+        || has("missingauthenticationtoken")
+        || has("notauthorized")
         || matches!(status, 401 | 403 | 404)
     {
         AwsClass::Unavailable
@@ -302,6 +308,13 @@ mod tests {
             ("QueueDoesNotExist", 400, AwsClass::Unavailable),
             ("NotFound", 404, AwsClass::Unavailable),
             ("ResourceNotFoundException", 400, AwsClass::Unavailable),
+            ("UnrecognizedClientException", 400, AwsClass::Unavailable),
+            ("MissingAuthenticationToken", 400, AwsClass::Unavailable),
+            (
+                "NotAuthorizedForSourceException",
+                200,
+                AwsClass::Unavailable,
+            ),
             ("InternalFailure", 200, AwsClass::Transient),
             ("InternalError", 500, AwsClass::Transient),
             ("ServiceUnavailable", 503, AwsClass::Transient),

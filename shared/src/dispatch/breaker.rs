@@ -61,12 +61,17 @@ impl Default for BreakerSettings {
 /// Whether an outcome says the destination (not the event) is failing.
 pub fn counts_as_failure(outcome: &AttemptOutcome) -> bool {
     match outcome {
-        AttemptOutcome::Timeout | AttemptOutcome::ConnectError | AttemptOutcome::TokenError(_) => {
-            true
+        AttemptOutcome::Timeout
+        | AttemptOutcome::ConnectError
+        | AttemptOutcome::TokenError(_)
+        // An unacceptable server certificate is the destination's fault, like an outage: counted,
+        // so a destination whose certificate expired is paused and its jobs held.
+        | AttemptOutcome::TlsServer(_) => true,
+        // A refused client certificate is our configuration, like a refused request: the DLQ
+        // (with its alarm) says so at once.
+        AttemptOutcome::Refused(_) | AttemptOutcome::TlsClient(_) | AttemptOutcome::Published => {
+            false
         }
-        // A certificate fault is the configuration's, like a refused request: pausing would hold
-        // every job until someone fixes it, and the DLQ (with its alarm) says so at once.
-        AttemptOutcome::Refused(_) | AttemptOutcome::Tls(_) | AttemptOutcome::Published => false,
         // Throttling, service errors and an unusable target (access denied, queue or key gone)
         // say the target is failing; a refused message says nothing about it.
         AttemptOutcome::Aws { class, .. } => *class != AwsClass::Rejected,
@@ -218,6 +223,7 @@ mod tests {
             response(503),
             response(429),
             response(408),
+            AttemptOutcome::TlsServer("server cert expired".into()),
         ] {
             assert!(counts_as_failure(&o), "{o:?}");
         }
@@ -226,7 +232,7 @@ mod tests {
             response(404),
             response(410),
             AttemptOutcome::Refused("x".into()),
-            AttemptOutcome::Tls("server cert expired".into()),
+            AttemptOutcome::TlsClient("client cert refused: unknown_ca".into()),
         ] {
             assert!(!counts_as_failure(&o), "{o:?}");
         }

@@ -299,7 +299,9 @@ async fn fetch(
                 TransportError::Timeout => "token endpoint timeout".into(),
                 TransportError::Refused(why) => format!("token endpoint refused: {why}"),
                 TransportError::Connect => "token endpoint unreachable".into(),
-                TransportError::Tls(why) => format!("token endpoint tls: {why}"),
+                TransportError::TlsServer(why) | TransportError::TlsClient(why) => {
+                    format!("token endpoint tls: {why}")
+                }
             })
         })?;
     if !(200..300).contains(&reply.status) {

@@ -540,8 +540,13 @@ where
                     return Tagged(id, self.enqueue(job, delay_secs, Lane::Retry).await.into());
                 }
                 Err(e) => {
-                    tracing::error!(delivery_id = job.delivery_id, error = %e, "cannot reserve a rate-limit slot");
-                    return Tagged(id, Step::Fail.into());
+                    // Not a failed attempt, and no reason to dead-letter: try again shortly on the
+                    // retry lane (an SQS redelivery would take the visibility timeout, and after
+                    // five of them the job would reach the DLQ without a reason).
+                    tracing::error!(delivery_id = job.delivery_id, error = %e, "cannot reserve a rate-limit slot; retried in 5 s");
+                    counters.add("RateDeferred", 1);
+                    job.due_at_ms = self.clock.now_ms() + 5_000;
+                    return Tagged(id, self.enqueue(job, 5, Lane::Retry).await.into());
                 }
             }
         }
@@ -941,7 +946,8 @@ where
                 Err(TransportError::Timeout) => AttemptOutcome::Timeout,
                 Err(TransportError::Connect) => AttemptOutcome::ConnectError,
                 Err(TransportError::Refused(why)) => AttemptOutcome::Refused(why),
-                Err(TransportError::Tls(why)) => AttemptOutcome::Tls(why),
+                Err(TransportError::TlsServer(why)) => AttemptOutcome::TlsServer(why),
+                Err(TransportError::TlsClient(why)) => AttemptOutcome::TlsClient(why),
             };
             if refused.is_none()
                 && outcome.status() == Some(401)
@@ -1003,7 +1009,8 @@ where
                 TransportError::Timeout => AttemptOutcome::Timeout,
                 TransportError::Connect => AttemptOutcome::ConnectError,
                 TransportError::Refused(why) => AttemptOutcome::Refused(why),
-                TransportError::Tls(why) => AttemptOutcome::Tls(why),
+                TransportError::TlsServer(why) => AttemptOutcome::TlsServer(why),
+                TransportError::TlsClient(why) => AttemptOutcome::TlsClient(why),
             },
         }
     }
@@ -1013,11 +1020,12 @@ where
 pub const RATE_MAX_WAIT_MS: u64 = 3_000;
 /// The same on the fast lane, whose attempts are cut at 2 s: only a slot just ahead is waited for.
 pub const RATE_FAST_LANE_WAIT_MS: u64 = 250;
-/// A job deferred to its slot is due this much before it (SQS delays are whole seconds), so it
-/// lands early and waits for the slot, rarely late (it would then need a new slot).
-pub const RATE_EARLY_MS: u64 = 1_000;
-/// How late a slot may still be used (the clock's millisecond, and a send's own jitter); a slot
-/// further past is given up for a new one.
+/// A job deferred to its slot is due this much before it (SQS delays are whole seconds, rounded
+/// up), so it is visible one to two seconds early and waits for the slot, rather than arriving
+/// after it (it would then need a new slot, at the back of the schedule).
+pub const RATE_EARLY_MS: u64 = 2_000;
+/// How late (beyond the burst allowance) a slot may still be used: the clock's millisecond and a
+/// send's own jitter. A slot further past is given up for a new one.
 pub const RATE_LATE_US: u64 = 10_000;
 
 impl<S, Q, T> Dispatcher<S, Q, T>
@@ -1035,26 +1043,24 @@ where
         spare_ms: u64,
     ) -> Result<Option<u32>, crate::records::StoreError> {
         let now_us = || self.clock.now_ms().saturating_mul(1000);
+        // A slot may lie before now by the burst allowance (GCRA's tolerance: those go at once);
+        // one further past is late: sending then would crowd the slots after it.
+        let late = |slot: u64, now: u64| slot + limit.tolerance_us() + RATE_LATE_US < now;
         let mut slot = match job.rate_slot_us.take() {
             // Deferred to this slot and back in time: it is still this job's.
-            Some(slot) if slot >= now_us() => slot,
-            // Never deferred, or back too late (its slot passed, and sending now could crowd
-            // the slots after it): a new slot.
+            Some(slot) if !late(slot, now_us()) => slot,
+            // Never deferred, or back after its slot passed: a new slot.
             _ => {
                 self.store
                     .reserve(&job.destination_id, now_us(), limit)
                     .await?
             }
         };
-        // A slot the store's answer arrived after (a slow or contended write) is not used:
-        // sending late would crowd the slots after it. One new reservation, at the schedule's end.
-        let mut tries = 0;
-        while slot + RATE_LATE_US < now_us() {
-            if tries == 1 {
-                job.due_at_ms = self.clock.now_ms() + 1000;
-                return Ok(Some(1));
-            }
-            tries += 1;
+        // The store answered after the slot (a slow or contended write): one new reservation, at
+        // the schedule's end. Should that one be late too (the store keeps answering slower than
+        // the tolerance), it is used: the job is sent rather than deferred for ever, and the
+        // destination sees at most one send early per such slow answer.
+        if late(slot, now_us()) {
             slot = self
                 .store
                 .reserve(&job.destination_id, now_us(), limit)

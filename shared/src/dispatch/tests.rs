@@ -966,3 +966,21 @@ async fn over_the_rate_limit_jobs_wait_in_the_retry_lane_for_their_slots() {
     assert!(r.run(&[rec("c", &other, Lane::Fast)]).await.is_empty());
     assert_eq!(r.http.sent_to(CRM).len(), 1);
 }
+
+/// After an idle spell the burst goes at once: slots up to `burst - 1` intervals before now are
+/// used, not taken for late ones (GCRA's tolerance), on the fast lane too.
+#[tokio::test(start_paused = true)]
+async fn an_idle_limited_destination_takes_its_burst_at_once() {
+    let r = rig_with(rate_limited(20, 5)).await;
+    let mut records = Vec::new();
+    for i in 0..7 {
+        let job = claimed(&r, &format!("b{i}"), "slow-api").await;
+        records.push(rec(&format!("b{i}"), &job, Lane::Fast));
+    }
+    let before = tokio::time::Instant::now();
+    assert!(r.run(&records).await.is_empty());
+    // Five at once, then the next two 50 ms apart: within the fast lane's 250 ms wait.
+    assert_eq!(r.http.sent_to("https://slow.example/h").len(), 7);
+    assert_eq!(before.elapsed(), Duration::from_millis(100));
+    assert!(r.queue.take().is_empty(), "nothing deferred");
+}

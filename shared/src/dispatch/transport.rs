@@ -84,11 +84,14 @@ pub enum TransportError {
     /// Never attempted: the host resolves only to forbidden addresses.
     #[error("refused: {0}")]
     Refused(String),
-    /// The TLS handshake failed on a certificate: the server's does not chain to a trusted root,
-    /// or the server refused ours (or wanted one). A configuration fault on one side, not an
-    /// outage: a retry cannot succeed until someone changes a certificate.
+    /// The server's certificate is not acceptable (untrusted issuer, expired, another host's): the
+    /// destination's side, like an outage (an expired certificate is one).
     #[error("tls: {0}")]
-    Tls(String),
+    TlsServer(String),
+    /// The server refused our client certificate (or wanted one): our configuration, the same for
+    /// every attempt until someone changes it.
+    #[error("tls: {0}")]
+    TlsClient(String),
 }
 
 pub trait Transport: Send + Sync {
@@ -200,11 +203,11 @@ fn classify(e: reqwest::Error) -> TransportError {
         if let Some(forbidden) = err.downcast_ref::<crate::http_client::ForbiddenAddress>() {
             return TransportError::Refused(forbidden.to_string());
         }
-        if let Some(why) = err
+        if let Some(fault) = err
             .downcast_ref::<rustls::Error>()
             .and_then(certificate_fault)
         {
-            return TransportError::Tls(why);
+            return fault;
         }
         // rustls' error travels inside an `io::Error`, whose `source()` skips the error it wraps.
         source = match err.downcast_ref::<std::io::Error>() {
@@ -224,10 +227,10 @@ fn classify(e: reqwest::Error) -> TransportError {
 /// The certificate faults among rustls' errors, described briefly (the attempt history keeps 48
 /// bytes, `tls: ` included). Other TLS errors (a reset mid-handshake, a protocol error) stay
 /// connection errors.
-fn certificate_fault(e: &rustls::Error) -> Option<String> {
+fn certificate_fault(e: &rustls::Error) -> Option<TransportError> {
     use rustls::AlertDescription as Alert;
     use rustls::CertificateError as Cert;
-    let server = |why: &str| Some(format!("server cert {why}"));
+    let server = |why: &str| Some(TransportError::TlsServer(format!("server cert {why}")));
     match e {
         rustls::Error::InvalidCertificate(why) => match why {
             Cert::UnknownIssuer => server("not trusted (unknown issuer)"),
@@ -255,7 +258,9 @@ fn certificate_fault(e: &rustls::Error) -> Option<String> {
                 Alert::AccessDenied => "access_denied",
                 _ => return None,
             };
-            Some(format!("client cert refused: {why}"))
+            Some(TransportError::TlsClient(format!(
+                "client cert refused: {why}"
+            )))
         }
         _ => None,
     }
