@@ -317,5 +317,8 @@ async fn missing_targets_are_unavailable_and_a_fifo_retry_is_deduplicated() {
         .attributes
         .unwrap();
     assert_eq!(depth[&QueueAttributeName::ApproximateNumberOfMessages], "0");
-    assert_eq!(depth[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible], "1");
+    assert_eq!(
+        depth[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible],
+        "1"
+    );
 }

@@ -4,7 +4,7 @@
 //! dispatcher's cold start reads them, and the dispatcher's classification of every refusal.
 
 use integration_tests::lanes::{self, UndelayedQueue};
-use integration_tests::tls_peer::{Ca, MtlsPeer, der};
+use integration_tests::tls_peer::{Ca, Leaf, MtlsPeer, der};
 use integration_tests::{LocalAws, consumer_for, dispatcher_for, idnow_envelope, record, records};
 use kyc_relay::clock::{Clock, ManualClock, SystemClock};
 use kyc_relay::config::OutboundPolicy;
@@ -34,6 +34,38 @@ impl Pki {
     }
 }
 
+/// The emulator, the PKI, the mTLS server, our client certificate and a stranger's (issued by a CA
+/// the server does not trust), their keys stored as SecureStrings under `prefix`.
+struct Setup {
+    aws: LocalAws,
+    pki: Pki,
+    peer: MtlsPeer,
+    mine: Leaf,
+    stranger: Leaf,
+    prefix: String,
+}
+
+async fn setup() -> Setup {
+    let aws = LocalAws::provision().await;
+    let pki = Pki::new();
+    let peer = MtlsPeer::start(&pki.server_ca.server(), &pki.client_ca).await;
+    let mine = pki.client_ca.client("kyc-relay");
+    let stranger = pki.other_ca.client("kyc-relay");
+    let prefix = format!("/{}/tls", aws.stack);
+    aws.put_secure_string(&format!("{prefix}/key"), &mine.key_pem)
+        .await;
+    aws.put_secure_string(&format!("{prefix}/stranger-key"), &stranger.key_pem)
+        .await;
+    Setup {
+        aws,
+        pki,
+        peer,
+        mine,
+        stranger,
+        prefix,
+    }
+}
+
 async fn vault(aws: &LocalAws, doc: &serde_json::Value) -> Result<Vault, String> {
     let destinations = Destinations::parse_with(&doc.to_string(), OutboundPolicy::local())
         .map_err(|e| e.to_string())?;
@@ -59,17 +91,15 @@ fn post(destination: &str, url: &str) -> Post {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_is_accepted_with_the_right_pair_and_every_other_pairing_is_refused_as_tls() {
-    let aws = LocalAws::provision().await;
-    let pki = Pki::new();
-    let peer = MtlsPeer::start(&pki.server_ca.server(), &pki.client_ca).await;
+    let Setup {
+        aws,
+        pki,
+        peer,
+        mine,
+        stranger,
+        prefix,
+    } = setup().await;
     let url = peer.url("/kyc-events");
-    let mine = pki.client_ca.client("kyc-relay");
-    let stranger = pki.other_ca.client("kyc-relay");
-    let prefix = format!("/{}/tls", aws.stack);
-    aws.put_secure_string(&format!("{prefix}/key"), &mine.key_pem)
-        .await;
-    aws.put_secure_string(&format!("{prefix}/stranger-key"), &stranger.key_pem)
-        .await;
     // The CA bundle by SSM name too (a String would do; the same GetParameters reads both).
     aws.put_secure_string(&format!("{prefix}/ca"), &pki.server_ca.pem)
         .await;
@@ -194,16 +224,14 @@ async fn a_bad_key_or_bundle_stops_the_cold_start_naming_the_field_never_the_key
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dispatcher_delivers_over_mtls_and_dead_letters_a_refused_certificate_at_once() {
-    let aws = LocalAws::provision().await;
-    let pki = Pki::new();
-    let peer = MtlsPeer::start(&pki.server_ca.server(), &pki.client_ca).await;
-    let mine = pki.client_ca.client("kyc-relay");
-    let stranger = pki.other_ca.client("kyc-relay");
-    let prefix = format!("/{}/tls", aws.stack);
-    aws.put_secure_string(&format!("{prefix}/key"), &mine.key_pem)
-        .await;
-    aws.put_secure_string(&format!("{prefix}/stranger-key"), &stranger.key_pem)
-        .await;
+    let Setup {
+        aws,
+        pki,
+        peer,
+        mine,
+        stranger,
+        prefix,
+    } = setup().await;
     let doc = json!({"destinations": [
         {"id": "bank", "url": peer.url("/bank"), "retry_policy": "idnow",
          "tls": {"ca_pem": pki.server_ca.pem, "public_roots": false,
