@@ -212,7 +212,9 @@ class Resolver:
             return bad[0] if bad else sep.join(str(i) for i in items)
         if key == "Fn::Select":
             index, items = args
-            return items[int(index)]
+            # An empty list parameter is [] here; CloudFormation's Ref gives [""], whose first
+            # member is "" (the template's Has* conditions select it).
+            return items[int(index)] if int(index) < len(items) else ""
         if key == "Fn::Split":
             sep, text = args
             return str(text).split(sep)
@@ -920,7 +922,7 @@ def least_privilege_issues(d: "Deployed", role: str) -> list[Issue]:
         arn, name = p["PolicyArn"], p["PolicyArn"].rsplit("/", 1)[-1]
         if ":aws:policy/" in arn and name in AWS_MANAGED_WIDE:
             issues.append(Issue("mismatch", f"ManagedPolicyArns.{name}", "an AWS managed policy that grants "
-                                "SQS/DynamoDB/S3/KMS actions on Resource \"*\""))
+                                "SQS/SNS/EventBridge/DynamoDB/S3/KMS actions on Resource \"*\""))
             continue
         if ":aws:policy/" in arn and name in AWS_MANAGED_NARROW:
             continue
@@ -1179,7 +1181,7 @@ def main() -> int:
             issues = [Issue("unverified", "Policies", f"cannot be read from the emulator: {e}")]
         kinds = {i.kind for i in issues}
         report("FAIL" if "mismatch" in kinds else "UNVERIFIED" if "unverified" in kinds else "ok",
-               "least privilege", logical, "no SQS/DynamoDB/S3/KMS action on Resource \"*\"", issues)
+               "least privilege", logical, "no SQS/SNS/EventBridge/DynamoDB/S3/KMS action on Resource \"*\"", issues)
 
     # outputs
     have_outputs = {o["OutputKey"]: o.get("OutputValue") for o in deployed.stack.get("Outputs", [])}

@@ -241,6 +241,23 @@ async fn one_webhook_reaches_an_sqs_fifo_queue_an_sns_topic_and_an_eventbridge_b
     assert_eq!(detail["trace_id"], trace_id.as_str());
     detail.as_object_mut().unwrap().remove("webhook_id");
     check_envelope_schema(&[detail]).unwrap();
+    // What each kind carried of the trace (shown with --nocapture).
+    println!("trace {trace_id}:");
+    println!(
+        "  sqs fifo: traceparent={} AWSTraceHeader={} group={} dedup={}",
+        m.attributes["traceparent"],
+        m.system["AWSTraceHeader"],
+        m.system["MessageGroupId"],
+        m.system["MessageDeduplicationId"]
+    );
+    println!("  sns: traceparent={}", attr("traceparent"));
+    println!(
+        "  eventbridge: source={} detail-type={} detail.trace_id={} detail.webhook_id={}",
+        event["source"],
+        event["detail-type"],
+        event["detail"]["trace_id"],
+        event["detail"]["webhook_id"]
+    );
 }
 
 fn publish(target: AwsTarget) -> Publish {
