@@ -984,3 +984,31 @@ async fn an_idle_limited_destination_takes_its_burst_at_once() {
     assert_eq!(before.elapsed(), Duration::from_millis(100));
     assert!(r.queue.take().is_empty(), "nothing deferred");
 }
+
+/// The store failing to reserve a slot is neither an attempt nor a reason to dead-letter: the job
+/// comes back on the retry lane 5 s later, unchanged, and then goes.
+#[tokio::test(start_paused = true)]
+async fn a_failed_reservation_defers_the_job_without_spending_an_attempt() {
+    let r = rig_with(rate_limited(5, 1)).await;
+    let job = claimed(&r, "f1", "slow-api").await;
+    r.store
+        .failing_reservations
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    assert!(r.run(&[rec("f1", &job, Lane::Fast)]).await.is_empty());
+    assert!(r.http.sent_to("https://slow.example/h").is_empty());
+    assert!(r.queue.take_dead().is_empty());
+    let back = r.queue.take();
+    assert_eq!(back.len(), 1);
+    assert_eq!((back[0].lane, back[0].delay_secs), (Lane::Retry, 5));
+    assert_eq!(back[0].job.attempt, 1, "no attempt spent");
+    assert!(r.delivery(&job).await.is_none_or(|d| d.attempts == 0));
+    r.clock.advance_ms(5_000);
+    assert!(
+        r.run(&[rec("f2", &back[0].job, Lane::Retry)])
+            .await
+            .is_empty()
+    );
+    assert_eq!(r.http.sent_to("https://slow.example/h").len(), 1);
+    let d = r.delivery(&job).await.unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 1));
+}

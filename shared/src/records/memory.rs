@@ -40,6 +40,8 @@ pub struct MemoryRecords {
     clock: std::sync::Arc<dyn crate::clock::Clock>,
     /// Counts every call, as the cost test counts SDK calls.
     pub calls: std::sync::atomic::AtomicU64,
+    /// Rate-limit reservations that fail before the next one succeeds (a store outage, for tests).
+    pub failing_reservations: std::sync::atomic::AtomicU32,
 }
 
 impl MemoryRecords {
@@ -48,6 +50,7 @@ impl MemoryRecords {
             tables: Mutex::new(Tables::default()),
             clock,
             calls: Default::default(),
+            failing_reservations: Default::default(),
         }
     }
 
@@ -417,6 +420,14 @@ impl crate::rate::RateLimiter for MemoryRecords {
         now_us: u64,
         limit: crate::rate::RateLimit,
     ) -> Result<u64, StoreError> {
+        use std::sync::atomic::Ordering;
+        let failing = &self.failing_reservations;
+        if failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError("rate limiter unavailable (injected)".into()));
+        }
         let mut t = self.lock();
         let (slot, tat) = crate::rate::schedule(t.rates.get(destination).copied(), now_us, limit);
         t.rates.insert(destination.to_string(), tat);
