@@ -67,6 +67,18 @@ pub enum AwsClass {
     Rejected,
 }
 
+/// Cuts `text` to at most `max_bytes`, at a character boundary (outcome texts carry peer-chosen
+/// strings: an error code, a host name).
+pub fn truncate_chars(text: &mut String, max_bytes: usize) {
+    if text.len() > max_bytes {
+        let mut end = max_bytes;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
 /// What one attempt produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptOutcome {
@@ -112,13 +124,7 @@ impl AttemptOutcome {
             AttemptOutcome::Published => "published".into(),
             AttemptOutcome::Aws { code, .. } => format!("aws: {code}"),
         };
-        if text.len() > MAX_OUTCOME_BYTES {
-            let mut end = MAX_OUTCOME_BYTES;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-        }
+        truncate_chars(&mut text, MAX_OUTCOME_BYTES);
         text
     }
 

@@ -225,13 +225,7 @@ fn rejected(code: &str) -> PublishError {
 
 fn refusal(code: &str, class: AwsClass) -> AwsRefusal {
     let mut code = code.to_string();
-    if code.len() > 40 {
-        let mut end = 40;
-        while !code.is_char_boundary(end) {
-            end -= 1;
-        }
-        code.truncate(end);
-    }
+    crate::retry::truncate_chars(&mut code, 40);
     AwsRefusal { code, class }
 }
 

@@ -943,11 +943,7 @@ where
                         .retry_after
                         .and_then(|v| parse_retry_after(&v, self.clock.now_secs())),
                 },
-                Err(TransportError::Timeout) => AttemptOutcome::Timeout,
-                Err(TransportError::Connect) => AttemptOutcome::ConnectError,
-                Err(TransportError::Refused(why)) => AttemptOutcome::Refused(why),
-                Err(TransportError::TlsServer(why)) => AttemptOutcome::TlsServer(why),
-                Err(TransportError::TlsClient(why)) => AttemptOutcome::TlsClient(why),
+                Err(e) => failed_outcome(e),
             };
             if refused.is_none()
                 && outcome.status() == Some(401)
@@ -1005,13 +1001,7 @@ where
                 code: r.code,
                 class: r.class,
             },
-            Err(transport::PublishError::Transport(e)) => match e {
-                TransportError::Timeout => AttemptOutcome::Timeout,
-                TransportError::Connect => AttemptOutcome::ConnectError,
-                TransportError::Refused(why) => AttemptOutcome::Refused(why),
-                TransportError::TlsServer(why) => AttemptOutcome::TlsServer(why),
-                TransportError::TlsClient(why) => AttemptOutcome::TlsClient(why),
-            },
+            Err(transport::PublishError::Transport(e)) => failed_outcome(e),
         }
     }
 }
@@ -1079,6 +1069,17 @@ where
         job.rate_slot_us = Some(slot);
         job.due_at_ms = (slot / 1000).saturating_sub(RATE_EARLY_MS).max(now_ms);
         Ok(Some(sqs_delay_secs(job.due_at_ms, now_ms)))
+    }
+}
+
+/// The outcome of an attempt the transport could not complete, for every destination kind.
+fn failed_outcome(e: TransportError) -> AttemptOutcome {
+    match e {
+        TransportError::Timeout => AttemptOutcome::Timeout,
+        TransportError::Connect => AttemptOutcome::ConnectError,
+        TransportError::Refused(why) => AttemptOutcome::Refused(why),
+        TransportError::TlsServer(why) => AttemptOutcome::TlsServer(why),
+        TransportError::TlsClient(why) => AttemptOutcome::TlsClient(why),
     }
 }
 
