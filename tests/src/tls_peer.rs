@@ -105,9 +105,23 @@ impl MtlsPeer {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, seen, failed) = (acceptor.clone(), seen.clone(), failed.clone());
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        *failed.lock().unwrap() += 1;
-                        return;
+                    let mut tls = match acceptor.accept(tcp).into_fallible().await {
+                        Ok(tls) => tls,
+                        Err((_, mut tcp)) => {
+                            *failed.lock().unwrap() += 1;
+                            // Read what the client sent after its side of the handshake before
+                            // closing, as a server that refuses gracefully does: closing with
+                            // unread data resets the connection, and the client could see the
+                            // reset instead of the alert.
+                            let mut sink = [0u8; 4096];
+                            let drain = async {
+                                while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+                            };
+                            let _ =
+                                tokio::time::timeout(std::time::Duration::from_millis(500), drain)
+                                    .await;
+                            return;
+                        }
                     };
                     if !read_request(&mut tls).await {
                         return;
